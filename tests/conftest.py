@@ -24,3 +24,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def shared_data_dir():
+    """../shared/data beside the checkout (or $DIFFMF_SHARED_DATA); None in a fresh clone."""
+    from pathlib import Path
+
+    root = os.environ.get("DIFFMF_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+    root = Path(root)
+    return root if root.is_dir() else None
+
+
+@pytest.fixture
+def shared_data():
+    root = shared_data_dir()
+    if root is None:
+        pytest.skip("../shared/data is not beside this checkout")
+    return root
