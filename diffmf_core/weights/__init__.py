@@ -1,0 +1,1 @@
+"""Shipped default weights (safetensors with the model config in its metadata)."""

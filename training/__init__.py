@@ -1,0 +1,1 @@
+"""Offline training, testing and evaluation on the DIFF-MF core."""
