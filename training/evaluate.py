@@ -1,13 +1,14 @@
 """diffmf_eval: score several fused-image folders side by side over the same infrared/visible pairs.
 
-    diffmf_eval --ir DIR --vi DIR --fused NAME=DIR [--fused NAME=DIR ...] --out DIR
+    diffmf_eval --ir DIR --vi DIR --fused NAME=DIR [--fused NAME=DIR ...] [--baseline max] --out DIR
 
 Pairs are matched by file stem, so ``ir/00004N.png``, ``vi/00004N.jpg`` and ``ours/00004N.png``
 form one pair. By default every method is scored over the pairs that ALL methods cover (a
 method folder missing some pairs is reported, not fatal); ``--coverage each`` scores every
 method over all of its own pairs instead. Writes ``metrics.csv`` (one row per method and
 pair), ``summary.md`` (means per method, best marked) and ``metrics.png`` (one bar chart per
-metric) into ``--out``. The metrics and their conventions are in ``diffmf_training.metrics``.
+metric) into ``--out``. ``--baseline max|mean`` adds the simple rules, computed from the
+sources. The metrics and their conventions are in ``diffmf_training.metrics``.
 
 Images are read the way the reference evaluator reads them (``read_gray``), so colour visible
 or fused images are scored on their BT.601 luma. The Python API used by reports:
@@ -47,6 +48,20 @@ Row = dict  # {"method": str, "pair": str, <metric column>: float, ...}
 
 class EvaluationError(Exception):
     """A bad input: the message is one line and names the file or folder at fault."""
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A simple fusion rule computed from the gray sources instead of read from a folder."""
+
+    rule: str
+
+    def fuse(self, ir: np.ndarray, vi: np.ndarray) -> np.ndarray:
+        # The reference data set's rules: max = np.maximum; mean = integer mean, half rounded up.
+        return np.maximum(ir, vi) if self.rule == "max" else np.floor((ir + vi + 1) / 2)
+
+
+BASELINE_RULES = ("max", "mean")
 
 
 # --------------------------------------------------------------------------- reading images
@@ -133,7 +148,7 @@ class PairPlan:
     """What will be evaluated: the source pairs and, per method, the fused image of each pair it scores."""
 
     sources: dict[str, tuple[Path, Path]]  # stem -> (ir, vi), the pairs in scope
-    methods: dict[str, dict[str, Path]]  # method -> {stem: fused image} it is scored on
+    methods: dict[str, dict[str, Path | Baseline]]  # method -> {stem: fused image} it is scored on
     coverage: str
     notes: list[str] = field(default_factory=list)  # what was skipped and why, for the log and summary
 
@@ -148,12 +163,21 @@ def plan_pairs(
     methods: Mapping[str, str | os.PathLike],
     pairs: Sequence[str] | None = None,
     coverage: str = "common",
+    baselines: Sequence[str] = (),
 ) -> PairPlan:
-    """Match sources and fused folders by stem; coverage "common" keeps the pairs every method has."""
+    """Match sources and fused folders by stem; coverage "common" keeps the pairs every method has.
+
+    baselines: rules of BASELINE_RULES scored as extra methods on every pair, named after the rule.
+    """
     if coverage not in COVERAGE_MODES:
         raise ValueError(f"coverage must be one of {COVERAGE_MODES}, got {coverage!r}")
-    if not methods:
-        raise EvaluationError("no fused folder given (use --fused NAME=DIR)")
+    for rule in baselines:
+        if rule not in BASELINE_RULES:
+            raise EvaluationError(f"unknown baseline '{rule}' (choose from {', '.join(BASELINE_RULES)})")
+        if rule in methods:
+            raise EvaluationError(f"method name '{rule}' is used by both --fused and --baseline")
+    if not methods and not baselines:
+        raise EvaluationError("nothing to score: give --fused NAME=DIR and/or --baseline max|mean")
     ir = list_images(ir_dir, "ir")
     vi = list_images(vi_dir, "vi")
     notes = []
@@ -171,7 +195,7 @@ def plan_pairs(
     if pairs:
         stems = select_pairs(stems, pairs)
 
-    fused: dict[str, dict[str, Path]] = {}
+    fused: dict[str, dict[str, Path | Baseline]] = {}
     for name, folder in methods.items():
         images = list_images(folder, f"fused '{name}'")
         have = {s: images[s] for s in stems if s in images}
@@ -183,6 +207,8 @@ def plan_pairs(
         if missing:
             notes.append(f"'{name}' lacks {len(missing)} of {len(stems)} pairs: {_preview(missing)}")
         fused[name] = have
+    for rule in dict.fromkeys(baselines):
+        fused[rule] = {s: Baseline(rule) for s in stems}
 
     if coverage == "common":
         common = [s for s in stems if all(s in have for have in fused.values())]
@@ -207,9 +233,13 @@ def _size(img: np.ndarray) -> str:
 
 
 def evaluate_pair(
-    stem: str, ir_path: Path, vi_path: Path, fused: Sequence[tuple[str, Path]], sixteen_bit: str = "shift"
+    stem: str,
+    ir_path: Path,
+    vi_path: Path,
+    fused: Sequence[tuple[str, Path | Baseline]],
+    sixteen_bit: str = "shift",
 ) -> list[Row]:
-    """Rows for one source pair and each (method, fused image) given; sources are read once."""
+    """Rows for one source pair and each (method, fused image or baseline rule); sources are read once."""
     ir = read_gray(ir_path, sixteen_bit)
     vi = read_gray(vi_path, sixteen_bit)
     if ir.shape != vi.shape:
@@ -220,6 +250,9 @@ def evaluate_pair(
         )
     rows = []
     for method, path in fused:
+        if isinstance(path, Baseline):
+            rows.append({"method": method, "pair": stem, **fusion_metrics(path.fuse(ir, vi), ir, vi)})
+            continue
         img = read_gray(path, sixteen_bit)
         if img.shape != ir.shape:
             raise EvaluationError(
@@ -284,13 +317,15 @@ def evaluate_folders(
     workers: int = 1,
     sixteen_bit: str = "shift",
     progress: bool | None = False,
+    baselines: Sequence[str] = (),
 ) -> list[Row]:
     """Rows {"method", "pair", <METRIC_COLUMNS>} for every fused folder in methods (name -> folder).
 
     pairs: stems or glob patterns restricting the pairs; coverage: "common" (pairs every method
-    covers) or "each". Skipped pairs are logged as warnings. Raises EvaluationError on bad input.
+    covers) or "each"; baselines: "max"/"mean" rules scored as extra methods. Skipped pairs are
+    logged as warnings. Raises EvaluationError on bad input.
     """
-    plan = plan_pairs(ir_dir, vi_dir, methods, pairs, coverage)
+    plan = plan_pairs(ir_dir, vi_dir, methods, pairs, coverage, baselines)
     for note in plan.notes:
         log.warning(note)
     return evaluate_plan(plan, workers, sixteen_bit, progress)
@@ -335,10 +370,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--fused",
-        required=True,
         action="append",
+        default=[],
         metavar="NAME=DIR",
         help="a method's fused images (repeat for each method; a bare DIR is named after the folder)",
+    )
+    p.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        choices=BASELINE_RULES,
+        help="also score a simple rule computed from the sources: max (per-pixel maximum) or mean",
     )
     p.add_argument(
         "--out", required=True, type=Path, help="output folder for metrics.csv, summary.md, metrics.png"
@@ -377,7 +419,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit status (2 on bad input, with a one-line reason)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="diffmf_eval: warning: %(message)s")
     from .fusion_report import console_summary, write_report
 
     start = time.perf_counter()
@@ -388,9 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if name in methods:
                 raise EvaluationError(f"--fused: method name '{name}' given twice")
             methods[name] = folder
-        plan = plan_pairs(args.ir, args.vi, methods, _read_pair_patterns(args.pairs), args.coverage)
+        patterns = _read_pair_patterns(args.pairs)
+        plan = plan_pairs(args.ir, args.vi, methods, patterns, args.coverage, args.baseline)
         for note in plan.notes:
-            log.warning(note)
+            print(f"diffmf_eval: warning: {note}", file=sys.stderr)
         rows = evaluate_plan(plan, max(1, args.workers), args.sixteen_bit)
         paths = write_report(rows, args.out, notes=plan.notes, sources=(args.ir, args.vi))
     except EvaluationError as err:
@@ -406,7 +448,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 __all__ = [
+    "BASELINE_RULES",
     "COVERAGE_MODES",
+    "Baseline",
     "METRIC_COLUMNS",
     "EvaluationError",
     "PairPlan",
