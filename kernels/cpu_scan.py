@@ -1,0 +1,157 @@
+"""Native CPU selective scan: ``diffmf_core.ops.selective_scan(..., backend="cpu")``.
+
+The C++ kernel (csrc/selective_scan_cpu.cpp) is compiled on first use (a few seconds,
+cached per machine, see native_build.py) and called through ctypes; this module wraps
+it in an autograd.Function. State is float32 (float64 for float64 inputs). bfloat16 is
+read natively; float16 inputs are widened to float32 first. Without a C++ compiler
+``unavailable_reason()`` says so and the dispatcher falls back to the reference.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import math
+from pathlib import Path
+
+import torch
+
+from .native_build import BuildError, build_library
+
+SOURCE = Path(__file__).resolve().parent / "csrc" / "selective_scan_cpu.cpp"
+_F32, _BF16, _F64 = 0, 1, 2  # dtype codes of the C ABI
+_INT64 = ctypes.c_int64
+_PTR = ctypes.c_void_p
+
+
+@functools.lru_cache(maxsize=None)
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    try:
+        path, _ = build_library(SOURCE, "selective_scan_cpu")
+        lib = ctypes.CDLL(str(path))
+    except (BuildError, OSError) as exc:
+        return None, str(exc)
+    common = [_PTR] * 8  # u, delta, A, B, C, D, bias, orders
+    sizes = [_INT64] * 6 + [ctypes.c_int, ctypes.c_int]  # Bt, K, Dm, N, L, groups, softplus, threads
+    lib.diffmf_scan_fwd.argtypes = [ctypes.c_int, *common, _PTR, _PTR, *sizes]
+    lib.diffmf_scan_fwd.restype = ctypes.c_int
+    lib.diffmf_scan_bwd.argtypes = [ctypes.c_int, *common, ctypes.POINTER(_PTR), *sizes]
+    lib.diffmf_scan_bwd.restype = ctypes.c_int
+    lib.diffmf_scan_chunk.restype = _INT64
+    return lib, None
+
+
+def unavailable_reason() -> str | None:
+    """None when the native kernel is built and loaded (building it now if needed)."""
+    return _load()[1]
+
+
+def _lib() -> ctypes.CDLL:
+    lib, reason = _load()
+    if lib is None:
+        raise RuntimeError(f"native CPU scan unavailable: {reason}")
+    return lib
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _check(u, delta, A, B, C, D, delta_bias, orders) -> tuple[int, int, int, int, int]:
+    """Shapes the C++ code indexes blindly: anything else must fail here, not segfault there."""
+    for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D),
+                    ("delta_bias", delta_bias), ("orders", orders)):
+        if t is not None and t.device.type != "cpu":
+            raise ValueError(f"cpu scan: {name} is on {t.device}, expected cpu")
+    if B.dim() != 4 or C.shape != B.shape:
+        raise ValueError(f"cpu scan: B and C must be (batch, K, N, L); got {tuple(B.shape)}, {tuple(C.shape)}")
+    bt, K, N, L = B.shape
+    kd = A.shape[0]
+    if A.dim() != 2 or A.shape[1] != N or kd % K:
+        raise ValueError(f"cpu scan: A must be (K*Dm, N) with K={K}, N={N}; got {tuple(A.shape)}")
+    dm = kd // K
+    want_u = (bt, dm, L) if orders is not None else (bt, kd, L)
+    if tuple(u.shape) != want_u or tuple(delta.shape) != (bt, kd, L):
+        raise ValueError(f"cpu scan: u must be {want_u} and delta {(bt, kd, L)}; "
+                         f"got {tuple(u.shape)}, {tuple(delta.shape)}")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None and t.numel() != kd:
+            raise ValueError(f"cpu scan: {name} must have {kd} elements; got {tuple(t.shape)}")
+    if orders is not None:
+        if tuple(orders.shape) != (K, L) or orders.dtype.is_floating_point or orders.dtype.is_complex:
+            raise ValueError(f"cpu scan: orders must be an integer (K, L) = {(K, L)} tensor; "
+                             f"got {orders.dtype} {tuple(orders.shape)}")
+        if orders.numel() and (int(orders.min()) < 0 or int(orders.max()) >= L):
+            raise ValueError(f"cpu scan: orders must index tokens 0..{L - 1}")
+    return bt, K, dm, N, L
+
+
+def _dtypes(u, delta, A, B, C) -> tuple[int, torch.dtype, torch.dtype]:
+    """(C ABI code, dtype the kernel reads u/delta/B/C in, accumulation dtype)."""
+    if any(t.dtype == torch.float64 for t in (u, delta, A, B, C)):
+        return _F64, torch.float64, torch.float64
+    if all(t.dtype == torch.bfloat16 for t in (u, delta, B, C)):
+        return _BF16, torch.bfloat16, torch.float32
+    return _F32, torch.float32, torch.float32
+
+
+def _groups(bt: int, K: int, dm: int) -> int:
+    """Channel groups per (batch, direction): enough tasks for every thread, few partial sums."""
+    return max(1, min(dm, math.ceil(2 * torch.get_num_threads() / max(1, bt * K))))
+
+
+class _CpuScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, orders, delta_softplus):
+        bt, K, dm, N, L = _check(u, delta, A, B, C, D, delta_bias, orders)
+        code, in_dt, acc = _dtypes(u, delta, A, B, C)
+        ins = [t.to(in_dt).contiguous() for t in (u, delta, B, C)]
+        par = [None if t is None else t.to(acc).contiguous().view(-1) for t in (A, D, delta_bias)]
+        ords = None if orders is None else orders.to(torch.int64).contiguous()
+        groups = _groups(bt, K, dm)
+        chunk = _lib().diffmf_scan_chunk()
+        y = torch.empty(bt, K * dm, L, dtype=acc)
+        needs_grad = any(ctx.needs_input_grad[:7])
+        ckpt = torch.empty(bt, K * dm, -(-L // chunk), N, dtype=acc) if needs_grad else None
+        rc = _lib().diffmf_scan_fwd(code, _ptr(ins[0]), _ptr(ins[1]), _ptr(par[0]), _ptr(ins[2]), _ptr(ins[3]),
+                                    _ptr(par[1]), _ptr(par[2]), _ptr(ords), _ptr(y), _ptr(ckpt),
+                                    bt, K, dm, N, L, groups, int(delta_softplus), torch.get_num_threads())
+        if rc != 0:
+            raise RuntimeError(f"cpu scan forward failed (code {rc})")
+        if needs_grad:
+            ctx.save_for_backward(*ins, *par, ords, ckpt)
+            ctx.meta = (code, acc, bt, K, dm, N, L, groups, bool(delta_softplus))
+            ctx.like = tuple(None if t is None else (t.dtype, t.shape) for t in (u, delta, A, B, C, D, delta_bias))
+        return y.to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, gy):
+        u, delta, B, C, A, D, bias, ords, ckpt = ctx.saved_tensors
+        code, acc, bt, K, dm, N, L, groups, softplus = ctx.meta
+        kd = K * dm
+        gy = gy.to(acc).contiguous()
+        new = functools.partial(torch.empty, dtype=acc)
+        gu, gdelta, gA = new(bt, kd, L), new(bt, kd, L), new(bt, kd, N)
+        gB, gC = new(groups, bt, K, N, L), new(groups, bt, K, N, L)
+        gD = new(bt, kd) if D is not None else None
+        gbias = new(bt, kd) if bias is not None else None
+        out = (_PTR * 9)(*[_ptr(t) for t in (gy, ckpt, gu, gdelta, gA, gB, gC, gD, gbias)])
+        rc = _lib().diffmf_scan_bwd(code, _ptr(u), _ptr(delta), _ptr(A), _ptr(B), _ptr(C), _ptr(D), _ptr(bias),
+                                    _ptr(ords), out, bt, K, dm, N, L, groups, int(softplus),
+                                    torch.get_num_threads())
+        if rc != 0:
+            raise RuntimeError(f"cpu scan backward failed (code {rc})")
+        if ords is not None:
+            gu = gu.view(bt, K, dm, L).sum(1)
+        grads = [gu, gdelta, gA.sum(0), gB.sum(0), gC.sum(0),
+                 None if gD is None else gD.sum(0), None if gbias is None else gbias.sum(0)]
+        grads = [None if g is None or not need else g.to(like[0]).view(like[1])
+                 for g, need, like in zip(grads, ctx.needs_input_grad, ctx.like)]
+        return (*grads, None, None)
+
+
+def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   D: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
+                   delta_softplus: bool = True, orders: torch.Tensor | None = None) -> torch.Tensor:
+    """Same contract as :func:`diffmf_core.ops.scan_reference.selective_scan_reference` (CPU tensors)."""
+    return _CpuScan.apply(u, delta, A, B, C, D, delta_bias, orders, delta_softplus)
