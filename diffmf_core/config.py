@@ -17,7 +17,7 @@ class DiffMFConfig:
     # --- widths and depth -------------------------------------------------------
     dim: int = 32
     """Feature channels C of every state-space stage."""
-    stem_dim: int = 16
+    stem_dim: int = 8
     """Channels of the full-resolution shallow features (kept for the decoder's detail path)."""
     stem_stride: int = 4
     """Downsampling of the shallow encoder before any scan (1, 2 or 4). The scans dominate

@@ -169,7 +169,12 @@ class SpatialExchangeModule(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Back to full resolution, with the stems' detail, to one channel in [0, 1]."""
+    """Back to full resolution, with the stems' detail, to one channel in [0, 1].
+
+    The upsampling path narrows to ``stem_dim`` channels before full resolution: at full
+    resolution every channel costs a multiply-add per pixel, and the head only needs a
+    blend weight and a detail residual there.
+    """
 
     def __init__(self, cfg: DiffMFConfig) -> None:
         super().__init__()
@@ -177,12 +182,10 @@ class Decoder(nn.Module):
         self.up = nn.ModuleList()
         ch, stride = 2 * cfg.dim, cfg.stem_stride
         while stride > 1:
-            self.up.append(nn.Sequential(nn.Conv2d(ch, cfg.dim, 3, padding=1), _act()))
-            ch, stride = cfg.dim, stride // 2
-        self.refine = nn.Sequential(
-            nn.Conv2d(ch + 2 * cfg.stem_dim, cfg.stem_dim, 3, padding=1), _act(),
-            nn.Conv2d(cfg.stem_dim, cfg.stem_dim, 3, padding=1), _act(),
-        )
+            out = cfg.stem_dim if stride == 2 else cfg.dim
+            self.up.append(nn.Sequential(nn.Conv2d(ch, out, 3, padding=1), _act()))
+            ch, stride = out, stride // 2
+        self.refine = nn.Sequential(nn.Conv2d(ch + 2 * cfg.stem_dim, cfg.stem_dim, 3, padding=1), _act())
         self.head = nn.Conv2d(cfg.stem_dim, 2 if cfg.output_head == "blend" else 1, 3, padding=1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)  # blend starts as the mean of the sources, direct as mid-grey
