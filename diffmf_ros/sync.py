@@ -227,6 +227,10 @@ class ClockJumpDetector:
         self._latest: int | None = None
         self.jumps = 0
 
+    def reset(self) -> None:
+        """Forget the latest time seen (the next update starts afresh)."""
+        self._latest = None
+
     def update(self, now_ns: int) -> bool:
         """Feed the current time; True when it went backwards since the last call."""
         jumped = self._latest is not None and now_ns < self._latest - self.tolerance_ns
