@@ -247,3 +247,12 @@ def test_reference_values_on_every_entry(shared_data):
         results = list(pool.map(_check_entry, [str(shared_data)] * len(entries), entries, chunksize=4))
     bad = [msg for msgs in results for msg in msgs]
     assert not bad, f"{len(bad)} mismatches over {len(entries)} entries:\n" + "\n".join(bad[:20])
+
+
+def test_metrics_without_any_edge_are_defined_where_the_reference_defines_them():
+    black = np.zeros((H, W))
+    assert math.isnan(M.qabf(black, black, black))  # 0/0: no source edge to preserve
+    flat = np.full((H, W), 40.0)
+    assert 0.9 < M.qabf(flat, flat, flat) < 1.0  # zero padding: a non-zero constant has border edges
+    assert M.nabf(flat, flat, flat) == 0.0
+    assert M.vif(flat, flat, flat) == 2.0  # each source counts as 1.0

@@ -28,15 +28,16 @@ for float32 input in the reference code, MI in nats is sklearn's unit, and the Q
 (where the source and fused edge strengths are equal the strength ratio is set to the fused
 edge strength, not 1) comes from the MATLAB original. Reproducing them is the point.
 
-Arithmetic is float64 throughout; the reference code works in float32, which moves the
-values by ~1e-6 relative (Qabf: ~1e-5). Nabf is not in the CDDFuse evaluator: it follows
+Arithmetic is float64, except Qabf and SSIM, which run in float32 as in the reference code
+(elsewhere its float32 arithmetic moves the values by ~1e-6 relative, well inside the stated
+tolerance). Nabf is not in the CDDFuse evaluator: it follows
 B. K. Shreyamsha Kumar's ``analysis_nabf(f, I1, I2)`` (as shipped in Linfeng Tang's MATLAB
 evaluation code) called in its declared order, fused image first, on 0..255 data; its edge
 threshold (Td = 2 on Sobel/8 gradients) makes it depend on that range.
 
 Undefined cases: CC and SCD of a constant image are NaN (0/0); PSNR is +inf when F equals
 both sources; VIF counts a source with no detail at any scale as 1.0 (the reference's rule);
-Qabf and Nabf are NaN when no image has an edge.
+Qabf is NaN when neither source has an edge, e.g. all black (Nabf is then 0: its weights never vanish).
 """
 
 from __future__ import annotations
