@@ -98,6 +98,15 @@ def select_pairs(pairs: Sequence[Pair], include: Sequence[str] = (), exclude: Se
     return [p for p in kept if not any(pair_matches(p, pat) for pat in exclude)]
 
 
+def match_folder_pairs(ir_dir: Path, vi_dir: Path, prefix: str = "") -> tuple[list[Pair], list[str]]:
+    """Pairs of two folders by file stem, and a line for every file without a partner (or stem used twice)."""
+    problems: list[str] = []
+    ir, vi = _images_by_stem(ir_dir, problems), _images_by_stem(vi_dir, problems)
+    problems += [f"{ir[s]} has no partner in {vi_dir}" for s in sorted(set(ir) - set(vi))]
+    problems += [f"{vi[s]} has no partner in {ir_dir}" for s in sorted(set(vi) - set(ir))]
+    return [Pair(f"{prefix}{s}", ir[s], vi[s]) for s in sorted(set(ir) & set(vi))], problems
+
+
 def find_pairs(dataroots: Sequence[str | os.PathLike], a_dir: str = "ir", b_dir: str = "vi") -> list[Pair]:
     """All pairs under the dataroots, matched by file stem; raises DatasetError listing unpaired files."""
     pairs: list[Pair] = []
@@ -109,10 +118,9 @@ def find_pairs(dataroots: Sequence[str | os.PathLike], a_dir: str = "ir", b_dir:
         if missing:
             problems.append(f"missing folder {' and '.join(missing)}")
             continue
-        ir, vi = _images_by_stem(ir_dir, problems), _images_by_stem(vi_dir, problems)
-        problems += [f"{ir[s]} has no partner in {vi_dir}" for s in sorted(set(ir) - set(vi))]
-        problems += [f"{vi[s]} has no partner in {ir_dir}" for s in sorted(set(vi) - set(ir))]
-        pairs += [Pair(f"{root.name}/{s}", ir[s], vi[s]) for s in sorted(set(ir) & set(vi))]
+        found, unpaired = match_folder_pairs(ir_dir, vi_dir, f"{root.name}/")
+        pairs += found
+        problems += unpaired
     if problems:
         raise DatasetError(_problem_report("unpaired or missing", problems, len(pairs)))
     names = [p.name for p in pairs]
