@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import math
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ _INT64 = ctypes.c_int64
 _PTR = ctypes.c_void_p
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
     try:
         path, _ = build_library(SOURCE, "selective_scan_cpu")
@@ -32,12 +31,13 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     except (BuildError, OSError) as exc:
         return None, str(exc)
     common = [_PTR] * 8  # u, delta, A, B, C, D, bias, orders
-    sizes = [_INT64] * 6 + [ctypes.c_int, ctypes.c_int]  # Bt, K, Dm, N, L, groups, softplus, threads
+    sizes = [_INT64] * 5 + [ctypes.c_int, ctypes.c_int]  # Bt, K, Dm, N, L, softplus, threads
     lib.diffmf_scan_fwd.argtypes = [ctypes.c_int, *common, _PTR, _PTR, *sizes]
     lib.diffmf_scan_fwd.restype = ctypes.c_int
     lib.diffmf_scan_bwd.argtypes = [ctypes.c_int, *common, ctypes.POINTER(_PTR), *sizes]
     lib.diffmf_scan_bwd.restype = ctypes.c_int
     lib.diffmf_scan_chunk.restype = _INT64
+    lib.diffmf_scan_lanes.restype = _INT64
     return lib, None
 
 
@@ -95,11 +95,6 @@ def _dtypes(u, delta, A, B, C) -> tuple[int, torch.dtype, torch.dtype]:
     return _F32, torch.float32, torch.float32
 
 
-def _groups(bt: int, K: int, dm: int) -> int:
-    """Channel groups per (batch, direction): enough tasks for every thread, few partial sums."""
-    return max(1, min(dm, math.ceil(2 * torch.get_num_threads() / max(1, bt * K))))
-
-
 class _CpuScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, delta_bias, orders, delta_softplus):
@@ -108,37 +103,36 @@ class _CpuScan(torch.autograd.Function):
         ins = [t.to(in_dt).contiguous() for t in (u, delta, B, C)]
         par = [None if t is None else t.to(acc).contiguous().view(-1) for t in (A, D, delta_bias)]
         ords = None if orders is None else orders.to(torch.int64).contiguous()
-        groups = _groups(bt, K, dm)
-        chunk = _lib().diffmf_scan_chunk()
+        lib = _lib()
+        chunk, blocks = lib.diffmf_scan_chunk(), -(-dm // lib.diffmf_scan_lanes())
         y = torch.empty(bt, K * dm, L, dtype=acc)
         needs_grad = any(ctx.needs_input_grad[:7])
         ckpt = torch.empty(bt, K * dm, -(-L // chunk), N, dtype=acc) if needs_grad else None
-        rc = _lib().diffmf_scan_fwd(code, _ptr(ins[0]), _ptr(ins[1]), _ptr(par[0]), _ptr(ins[2]), _ptr(ins[3]),
-                                    _ptr(par[1]), _ptr(par[2]), _ptr(ords), _ptr(y), _ptr(ckpt),
-                                    bt, K, dm, N, L, groups, int(delta_softplus), torch.get_num_threads())
+        rc = lib.diffmf_scan_fwd(code, _ptr(ins[0]), _ptr(ins[1]), _ptr(par[0]), _ptr(ins[2]), _ptr(ins[3]),
+                                 _ptr(par[1]), _ptr(par[2]), _ptr(ords), _ptr(y), _ptr(ckpt),
+                                 bt, K, dm, N, L, int(delta_softplus), torch.get_num_threads())
         if rc != 0:
             raise RuntimeError(f"cpu scan forward failed (code {rc})")
         if needs_grad:
             ctx.save_for_backward(*ins, *par, ords, ckpt)
-            ctx.meta = (code, acc, bt, K, dm, N, L, groups, bool(delta_softplus))
+            ctx.meta = (code, acc, bt, K, dm, N, L, blocks, bool(delta_softplus))
             ctx.like = tuple(None if t is None else (t.dtype, t.shape) for t in (u, delta, A, B, C, D, delta_bias))
         return y.to(u.dtype)
 
     @staticmethod
     def backward(ctx, gy):
         u, delta, B, C, A, D, bias, ords, ckpt = ctx.saved_tensors
-        code, acc, bt, K, dm, N, L, groups, softplus = ctx.meta
+        code, acc, bt, K, dm, N, L, blocks, softplus = ctx.meta
         kd = K * dm
         gy = gy.to(acc).contiguous()
         new = functools.partial(torch.empty, dtype=acc)
         gu, gdelta, gA = new(bt, kd, L), new(bt, kd, L), new(bt, kd, N)
-        gB, gC = new(groups, bt, K, N, L), new(groups, bt, K, N, L)
+        gB, gC = new(blocks, bt, K, N, L), new(blocks, bt, K, N, L)
         gD = new(bt, kd) if D is not None else None
         gbias = new(bt, kd) if bias is not None else None
         out = (_PTR * 9)(*[_ptr(t) for t in (gy, ckpt, gu, gdelta, gA, gB, gC, gD, gbias)])
         rc = _lib().diffmf_scan_bwd(code, _ptr(u), _ptr(delta), _ptr(A), _ptr(B), _ptr(C), _ptr(D), _ptr(bias),
-                                    _ptr(ords), out, bt, K, dm, N, L, groups, int(softplus),
-                                    torch.get_num_threads())
+                                    _ptr(ords), out, bt, K, dm, N, L, int(softplus), torch.get_num_threads())
         if rc != 0:
             raise RuntimeError(f"cpu scan backward failed (code {rc})")
         if ords is not None:

@@ -14,12 +14,9 @@
 //   y      (Bt, K*Dm, L) raster order                                   acc
 //   ckpt   (Bt, K*Dm, ceil(L/TT), N): state at the start of each TT-step chunk, or null
 //
-// Work split: one task per (batch, direction, group of channels). A task walks L in
-// chunks of TT steps; it gathers the chunk's B and C once (in scan order, t-major so the
-// state loop reads them contiguously) and runs every channel of its group over it, so
-// strided raster reads of B and C are shared by the group. Inside a chunk each stage
-// (exp of dt*A, the sequential recurrence, the contraction with C) is a separate loop
-// over contiguous buffers that the compiler vectorises over N.
+// Work split: one task per (batch, direction, block of W channels). A task walks L in
+// chunks of TT steps, gathering the chunk's B and C once for its W channels, which run
+// side by side in the SIMD lanes (see Scan below).
 
 #include <algorithm>
 #include <cmath>
@@ -34,6 +31,7 @@
 namespace {
 
 constexpr int64_t TT = 64;  // steps per chunk (checkpoint interval of the backward pass)
+constexpr int W = 16;      // channels per task, one per SIMD lane
 
 // ---- element loads -------------------------------------------------------------------
 inline float load(const float* p, int64_t i) { return p[i]; }
@@ -105,35 +103,43 @@ struct Problem {
   const void* D;
   const void* bias;
   const int64_t* orders;
-  int64_t Bt, K, Dm, N, L, groups;
+  int64_t Bt, K, Dm, N, L;
   bool softplus;
+  int64_t blocks() const { return (Dm + W - 1) / W; }  // channel blocks per (batch, direction)
 };
 
 int64_t n_chunks(int64_t L) { return (L + TT - 1) / TT; }
 
-// Per-thread scratch for one chunk.
-template <typename acc_t>
-struct Chunk {
-  std::vector<int64_t> idx;
-  std::vector<acc_t> Bc, Cc, x, dt, u, du, a, h, gh, gy, gBc, gCc;
-  explicit Chunk(int64_t N)
-      : idx(TT), Bc(TT * N), Cc(TT * N), x(TT), dt(TT), u(TT), du(TT), a(TT * N), h(TT * N),
-        gh(TT * N), gy(TT), gBc(TT * N), gCc(TT * N) {}
-};
-
 template <typename acc_t>
 struct Grads {
-  const acc_t* gy;       // (Bt, KD, L)
-  const acc_t* ckpt;     // (Bt, KD, nch, N)
-  acc_t* gu;             // (Bt, KD, L): per channel; the caller sums directions when u is shared
-  acc_t* gdelta;         // (Bt, KD, L)
-  acc_t* gA;             // (Bt, KD, N): per batch; the caller sums
-  acc_t* gB;             // (groups, Bt, K, N, L): per channel group; the caller sums
-  acc_t* gC;             // (groups, Bt, K, N, L)
-  acc_t* gD;             // (Bt, KD) or null
-  acc_t* gbias;          // (Bt, KD) or null
+  const acc_t* gy;    // (Bt, KD, L)
+  const acc_t* ckpt;  // (Bt, KD, nch, N)
+  acc_t* gu;          // (Bt, KD, L): per channel; the caller sums directions when u is shared
+  acc_t* gdelta;      // (Bt, KD, L)
+  acc_t* gA;          // (Bt, KD, N): per batch; the caller sums
+  acc_t* gB;          // (blocks, Bt, K, N, L): per channel block; the caller sums
+  acc_t* gC;          // (blocks, Bt, K, N, L)
+  acc_t* gD;          // (Bt, KD) or null
+  acc_t* gbias;       // (Bt, KD) or null
 };
 
+// In place, for each row of W lanes: row[0] = sum of the row, by halving (each step is a
+// contiguous, vectorisable loop; a per-row horizontal sum would be scalar adds).
+template <typename acc_t>
+void sum_lanes(acc_t* m, int64_t rows) {
+  for (int w = W / 2; w > 0; w /= 2) {
+    for (int64_t r = 0; r < rows; ++r) {
+      acc_t* row = m + r * W;
+#pragma omp simd
+      for (int l = 0; l < w; ++l) row[l] += row[l + w];
+    }
+  }
+}
+
+// One task = one block of up to W channels of one (batch, direction). The W channels sit
+// in the SIMD lanes: every per-step quantity is a W-vector, B and C are broadcasts, and
+// the forward pass has no horizontal reduction at all. Buffers are [t][lane] or
+// [t][n][lane]. Padding lanes carry dt*u = 0, A = 0 and gy = 0, so they stay zero.
 template <typename in_t, typename acc_t, int NC>
 struct Scan {
   const Problem& p;
@@ -142,209 +148,248 @@ struct Scan {
   // The state size, a compile-time constant in the fixed-N instantiations so loops unroll.
   int64_t nstate() const { return NC > 0 ? NC : p.N; }
 
-  const in_t* u_row(int64_t b, int64_t k, int64_t d) const {
-    const int64_t row = p.orders ? b * p.Dm + d : b * KD + k * p.Dm + d;
-    return static_cast<const in_t*>(p.u) + row * p.L;
+  struct Work {
+    int64_t b, k, d0, nl;  // batch, direction, first channel, live lanes
+    std::vector<int64_t> idx;
+    std::vector<acc_t> Bc, Cc, At, Dl, biasl, x, dt, u, du, gy, a, h, gh, gBl, gCl, h0, state;
+    Work(int64_t N, int64_t b_, int64_t k_, int64_t d0_, int64_t nl_, bool backward)
+        : b(b_), k(k_), d0(d0_), nl(nl_), idx(TT), Bc(TT * N), Cc(TT * N), At(N * W), Dl(W), biasl(W),
+          x(TT * W), dt(TT * W), u(TT * W), du(TT * W), gy(backward ? TT * W : 0),
+          a(backward ? TT * N * W : 0), h(backward ? TT * N * W : 0), gh(backward ? N * W : 0),
+          gBl(backward ? TT * N * W : 0), gCl(backward ? TT * N * W : 0), h0(N * W), state(N * W, acc_t(0)) {}
+  };
+
+  int64_t channel(const Work& w, int64_t l) const { return w.k * p.Dm + w.d0 + l; }
+
+  // Per-lane constants: A transposed to [n][lane], D, delta_bias (zero in padding lanes).
+  void setup(Work& w) const {
+    const int64_t N = nstate();
+    const acc_t* A = static_cast<const acc_t*>(p.A);
+    std::fill(w.At.begin(), w.At.end(), acc_t(0));
+    std::fill(w.Dl.begin(), w.Dl.end(), acc_t(0));
+    std::fill(w.biasl.begin(), w.biasl.end(), acc_t(0));
+    for (int64_t l = 0; l < w.nl; ++l) {
+      const int64_t c = channel(w, l);
+      for (int64_t n = 0; n < N; ++n) w.At[n * W + l] = A[c * N + n];
+      if (p.D) w.Dl[l] = static_cast<const acc_t*>(p.D)[c];
+      if (p.bias) w.biasl[l] = static_cast<const acc_t*>(p.bias)[c];
+    }
   }
 
-  // Indices and the group-shared B, C of chunk [s, s+T) for (b, k), t-major.
-  void gather(Chunk<acc_t>& w, int64_t b, int64_t k, int64_t s, int64_t T) const {
+  // Chunk [s, s+T): token indices, B and C in scan order ([t][n]), and per lane
+  // x = delta + bias, dt, u and dt*u ([t][lane]).
+  void load_chunk(Work& w, int64_t s, int64_t T) const {
     const int64_t N = nstate();
-    for (int64_t t = 0; t < T; ++t) w.idx[t] = p.orders ? p.orders[k * p.L + s + t] : s + t;
-    const in_t* Bp = static_cast<const in_t*>(p.B) + (b * p.K + k) * N * p.L;
-    const in_t* Cp = static_cast<const in_t*>(p.C) + (b * p.K + k) * N * p.L;
+    for (int64_t t = 0; t < T; ++t) w.idx[t] = p.orders ? p.orders[w.k * p.L + s + t] : s + t;
+    const in_t* Bp = static_cast<const in_t*>(p.B) + (w.b * p.K + w.k) * N * p.L;
+    const in_t* Cp = static_cast<const in_t*>(p.C) + (w.b * p.K + w.k) * N * p.L;
     for (int64_t n = 0; n < N; ++n) {
       for (int64_t t = 0; t < T; ++t) {
         w.Bc[t * N + n] = load(Bp + n * p.L, w.idx[t]);
         w.Cc[t * N + n] = load(Cp + n * p.L, w.idx[t]);
       }
     }
-  }
-
-  // dt, u, dt*u and a = exp(dt*A) for one channel over the chunk; h = states after each step.
-  void recompute(Chunk<acc_t>& w, int64_t b, int64_t k, int64_t d, int64_t T, const acc_t* h0) const {
-    const int64_t N = nstate();
-    const int64_t c = k * p.Dm + d;
-    const in_t* up = u_row(b, k, d);
-    const in_t* dp = static_cast<const in_t*>(p.delta) + (b * KD + c) * p.L;
-    const acc_t bias = p.bias ? static_cast<const acc_t*>(p.bias)[c] : acc_t(0);
-    for (int64_t t = 0; t < T; ++t) {
-      w.x[t] = load(dp, w.idx[t]) + bias;
-      w.u[t] = load(up, w.idx[t]);
+    std::fill(w.x.begin(), w.x.end(), acc_t(0));
+    std::fill(w.u.begin(), w.u.end(), acc_t(0));
+    for (int64_t l = 0; l < w.nl; ++l) {
+      const int64_t c = channel(w, l);
+      const in_t* up = static_cast<const in_t*>(p.u) + (p.orders ? w.b * p.Dm + w.d0 + l : w.b * KD + c) * p.L;
+      const in_t* dp = static_cast<const in_t*>(p.delta) + (w.b * KD + c) * p.L;
+      for (int64_t t = 0; t < T; ++t) {
+        w.x[t * W + l] = load(dp, w.idx[t]) + w.biasl[l];
+        w.u[t * W + l] = load(up, w.idx[t]);
+      }
     }
     if (p.softplus) {
-      for (int64_t t = 0; t < T; ++t) w.dt[t] = softplus(w.x[t]);
+      for (int64_t i = 0; i < T * W; ++i) w.dt[i] = softplus(w.x[i]);
     } else {
-      for (int64_t t = 0; t < T; ++t) w.dt[t] = w.x[t];
+      for (int64_t i = 0; i < T * W; ++i) w.dt[i] = w.x[i];
     }
-    for (int64_t t = 0; t < T; ++t) w.du[t] = w.dt[t] * w.u[t];
-    const acc_t* Ac = static_cast<const acc_t*>(p.A) + c * N;
-    for (int64_t t = 0; t < T; ++t) {
-      const acc_t dtt = w.dt[t];
-      acc_t* at = &w.a[t * N];
-      for (int64_t n = 0; n < N; ++n) at[n] = exp_approx(dtt * Ac[n]);
-    }
-    const acc_t* hp = h0;
-    for (int64_t t = 0; t < T; ++t) {
-      const acc_t dut = w.du[t];
-      const acc_t* at = &w.a[t * N];
-      const acc_t* bt = &w.Bc[t * N];
-      acc_t* ht = &w.h[t * N];
-      for (int64_t n = 0; n < N; ++n) ht[n] = at[n] * hp[n] + dut * bt[n];
-      hp = ht;
-    }
+    for (int64_t i = 0; i < T * W; ++i) w.du[i] = w.dt[i] * w.u[i];
   }
 
-  void forward_task(int64_t b, int64_t k, int64_t d0, int64_t d1, acc_t* y, acc_t* ckpt) const {
-    const int64_t N = nstate();
-    Chunk<acc_t> w(N);
-    std::vector<acc_t> state((d1 - d0) * N, acc_t(0));
-    const int64_t nch = n_chunks(p.L);
+  // y, and the state at each chunk start when ckpt is given (for the backward pass).
+  void forward_task(Work& w, acc_t* y, acc_t* ckpt) const {
+    const int64_t N = nstate(), nch = n_chunks(p.L);
+    setup(w);
+    acc_t yt[W];
     for (int64_t j = 0; j < nch; ++j) {
       const int64_t s = j * TT, T = std::min(TT, p.L - s);
-      gather(w, b, k, s, T);
-      for (int64_t d = d0; d < d1; ++d) {
-        const int64_t c = k * p.Dm + d;
-        acc_t* h = &state[(d - d0) * N];
-        if (ckpt) std::copy(h, h + N, ckpt + ((b * KD + c) * nch + j) * N);
-        recompute(w, b, k, d, T, h);
-        const acc_t Dc = p.D ? static_cast<const acc_t*>(p.D)[c] : acc_t(0);
-        acc_t* yr = y + (b * KD + c) * p.L;
-        for (int64_t t = 0; t < T; ++t) {
-          const acc_t* ht = &w.h[t * N];
-          const acc_t* ct = &w.Cc[t * N];
-          acc_t acc = 0;
-#pragma omp simd reduction(+ : acc)
-          for (int64_t n = 0; n < N; ++n) acc += ct[n] * ht[n];
-          yr[w.idx[t]] = acc + Dc * w.u[t];
+      load_chunk(w, s, T);
+      if (ckpt) {
+        for (int64_t l = 0; l < w.nl; ++l)
+          for (int64_t n = 0; n < N; ++n) ckpt[((w.b * KD + channel(w, l)) * nch + j) * N + n] = w.state[n * W + l];
+      }
+      acc_t* h = w.state.data();
+      const acc_t* At = w.At.data();
+      for (int64_t t = 0; t < T; ++t) {
+        const acc_t* dt = &w.dt[t * W];
+        const acc_t* du = &w.du[t * W];
+        const acc_t* bt = &w.Bc[t * N];
+        const acc_t* ct = &w.Cc[t * N];
+        for (int l = 0; l < W; ++l) yt[l] = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          const acc_t bn = bt[n], cn = ct[n];
+          acc_t* hn = h + n * W;
+          const acc_t* an = At + n * W;
+#pragma omp simd
+          for (int l = 0; l < W; ++l) {
+            hn[l] = exp_approx(dt[l] * an[l]) * hn[l] + du[l] * bn;
+            yt[l] += cn * hn[l];
+          }
         }
-        std::copy(&w.h[(T - 1) * N], &w.h[T * N], h);
+        // y for this step goes back to [t][lane] in x's buffer (x is not needed any more).
+        for (int l = 0; l < W; ++l) w.x[t * W + l] = yt[l] + w.Dl[l] * w.u[t * W + l];
+      }
+      for (int64_t l = 0; l < w.nl; ++l) {
+        acc_t* yr = y + (w.b * KD + channel(w, l)) * p.L;
+        for (int64_t t = 0; t < T; ++t) yr[w.idx[t]] = w.x[t * W + l];
       }
     }
   }
 
-
-  void backward_task(const Grads<acc_t>& g, int64_t b, int64_t k, int64_t grp, int64_t d0, int64_t d1) const {
-    const int64_t N = nstate();
-    Chunk<acc_t> w(N);
-    const int64_t nd = d1 - d0, nch = n_chunks(p.L);
-    std::vector<acc_t> carry(nd * N, acc_t(0)), gA(nd * N, acc_t(0)), gD(nd, acc_t(0)), gbias(nd, acc_t(0));
-    std::vector<acc_t> gdt(TT), gdu(TT);
-    const acc_t* Ab = static_cast<const acc_t*>(p.A);
+  void backward_task(Work& w, const Grads<acc_t>& g, int64_t blk) const {
+    const int64_t N = nstate(), nch = n_chunks(p.L);
+    setup(w);
+    std::vector<acc_t> gA(N * W, acc_t(0)), gdt(TT * W), gu(TT * W);
+    acc_t gD[W] = {}, gbias[W] = {};
+    std::fill(w.gh.begin(), w.gh.end(), acc_t(0));  // carry: a_{t+1} * dL/dh_{t+1}
+    const acc_t* At = w.At.data();
     for (int64_t j = nch - 1; j >= 0; --j) {
       const int64_t s = j * TT, T = std::min(TT, p.L - s);
-      gather(w, b, k, s, T);
-      std::fill(w.gBc.begin(), w.gBc.begin() + T * N, acc_t(0));
-      std::fill(w.gCc.begin(), w.gCc.begin() + T * N, acc_t(0));
-      for (int64_t d = d0; d < d1; ++d) {
-        const int64_t c = k * p.Dm + d;
-        const acc_t* h0 = g.ckpt + ((b * KD + c) * nch + j) * N;
-        recompute(w, b, k, d, T, h0);
-        const acc_t* gyr = g.gy + (b * KD + c) * p.L;
-        for (int64_t t = 0; t < T; ++t) w.gy[t] = gyr[w.idx[t]];
-        // Reverse recurrence: gh_t = gy_t * C_t + a_{t+1} * gh_{t+1}.
-        acc_t* cr = &carry[(d - d0) * N];
-        for (int64_t t = T - 1; t >= 0; --t) {
-          const acc_t gyt = w.gy[t];
-          const acc_t* ct = &w.Cc[t * N];
-          const acc_t* at = &w.a[t * N];
-          acc_t* ght = &w.gh[t * N];
-          for (int64_t n = 0; n < N; ++n) {
-            ght[n] = cr[n] + gyt * ct[n];
-            cr[n] = at[n] * ght[n];
-          }
-        }
-        const acc_t* Ac = Ab + c * N;
-        acc_t* gAc = &gA[(d - d0) * N];
-        for (int64_t t = 0; t < T; ++t) {
-          const acc_t* ght = &w.gh[t * N];
-          const acc_t* ht = &w.h[t * N];
-          const acc_t* hp = t > 0 ? &w.h[(t - 1) * N] : h0;
-          const acc_t* at = &w.a[t * N];
-          const acc_t* bt = &w.Bc[t * N];
-          acc_t* gbt = &w.gBc[t * N];
-          acc_t* gct = &w.gCc[t * N];
-          const acc_t gyt = w.gy[t], dut = w.du[t], dtt = w.dt[t];
-          acc_t sdu = 0, sda = 0;
-#pragma omp simd reduction(+ : sdu, sda)
-          for (int64_t n = 0; n < N; ++n) {
-            gct[n] += gyt * ht[n];
-            gbt[n] += ght[n] * dut;
-            sdu += ght[n] * bt[n];
-            const acc_t gl = ght[n] * hp[n] * at[n];  // d loss / d (dt * A[n])
-            sda += gl * Ac[n];
-            gAc[n] += gl * dtt;
-          }
-          gdu[t] = sdu;
-          gdt[t] = sda + sdu * w.u[t];
-        }
-        const acc_t Dc = p.D ? static_cast<const acc_t*>(p.D)[c] : acc_t(0);
-        acc_t* gur = g.gu + (b * KD + c) * p.L;
-        acc_t* gdr = g.gdelta + (b * KD + c) * p.L;
-        acc_t sD = 0, sb = 0;
-        for (int64_t t = 0; t < T; ++t) {
-          const acc_t gx = p.softplus ? gdt[t] * softplus_grad(w.x[t]) : gdt[t];
-          gur[w.idx[t]] = gdu[t] * w.dt[t] + Dc * w.gy[t];
-          gdr[w.idx[t]] = gx;
-          sD += w.gy[t] * w.u[t];
-          sb += gx;
-        }
-        gD[d - d0] += sD;
-        gbias[d - d0] += sb;
+      load_chunk(w, s, T);
+      std::fill(w.gy.begin(), w.gy.end(), acc_t(0));
+      std::fill(w.h0.begin(), w.h0.end(), acc_t(0));
+      for (int64_t l = 0; l < w.nl; ++l) {
+        const int64_t c = channel(w, l);
+        const acc_t* gyr = g.gy + (w.b * KD + c) * p.L;
+        for (int64_t t = 0; t < T; ++t) w.gy[t * W + l] = gyr[w.idx[t]];
+        for (int64_t n = 0; n < N; ++n) w.h0[n * W + l] = g.ckpt[((w.b * KD + c) * nch + j) * N + n];
       }
-      const int64_t base = ((grp * p.Bt + b) * p.K + k) * N * p.L;
+      // Recompute a_t and h_t of the chunk from its checkpoint.
+      for (int64_t t = 0; t < T; ++t) {
+        const acc_t* dt = &w.dt[t * W];
+        const acc_t* du = &w.du[t * W];
+        const acc_t* bt = &w.Bc[t * N];
+        for (int64_t n = 0; n < N; ++n) {
+          const acc_t bn = bt[n];
+          const acc_t* an = At + n * W;
+          const acc_t* hp = t > 0 ? &w.h[((t - 1) * N + n) * W] : &w.h0[n * W];
+          acc_t* at = &w.a[(t * N + n) * W];
+          acc_t* ht = &w.h[(t * N + n) * W];
+#pragma omp simd
+          for (int l = 0; l < W; ++l) {
+            at[l] = exp_approx(dt[l] * an[l]);
+            ht[l] = at[l] * hp[l] + du[l] * bn;
+          }
+        }
+      }
+      // Reverse: gh_t = gy_t * C_t + a_{t+1} * gh_{t+1}, and everything that reads it.
+      for (int64_t t = T - 1; t >= 0; --t) {
+        const acc_t* dt = &w.dt[t * W];
+        const acc_t* du = &w.du[t * W];
+        const acc_t* gy = &w.gy[t * W];
+        const acc_t* bt = &w.Bc[t * N];
+        const acc_t* ct = &w.Cc[t * N];
+        acc_t sdu[W] = {}, sda[W] = {};
+        for (int64_t n = 0; n < N; ++n) {
+          const acc_t bn = bt[n], cn = ct[n];
+          const acc_t* an = At + n * W;
+          const acc_t* at = &w.a[(t * N + n) * W];
+          const acc_t* ht = &w.h[(t * N + n) * W];
+          const acc_t* hp = t > 0 ? &w.h[((t - 1) * N + n) * W] : &w.h0[n * W];
+          acc_t* cr = &w.gh[n * W];
+          acc_t* gbl = &w.gBl[(t * N + n) * W];
+          acc_t* gcl = &w.gCl[(t * N + n) * W];
+          acc_t* gan = &gA[n * W];
+#pragma omp simd
+          for (int l = 0; l < W; ++l) {
+            const acc_t gh = cr[l] + gy[l] * cn;
+            gcl[l] = gy[l] * ht[l];
+            gbl[l] = gh * du[l];
+            sdu[l] += gh * bn;
+            const acc_t gl = gh * hp[l] * at[l];  // dL / d(dt * A[n])
+            sda[l] += gl * an[l];
+            gan[l] += gl * dt[l];
+            cr[l] = at[l] * gh;
+          }
+        }
+#pragma omp simd
+        for (int l = 0; l < W; ++l) {
+          gdt[t * W + l] = sda[l] + sdu[l] * w.u[t * W + l];
+          gu[t * W + l] = sdu[l] * dt[l] + w.Dl[l] * gy[l];
+        }
+      }
+      if (p.softplus) {
+        for (int64_t i = 0; i < T * W; ++i) gdt[i] *= softplus_grad(w.x[i]);
+      }
+      for (int64_t t = 0; t < T; ++t) {
+        const acc_t* gdtt = &gdt[t * W];
+        const acc_t* gyt = &w.gy[t * W];
+        const acc_t* ut = &w.u[t * W];
+#pragma omp simd
+        for (int l = 0; l < W; ++l) {
+          gD[l] += gyt[l] * ut[l];
+          gbias[l] += gdtt[l];
+        }
+      }
+      for (int64_t l = 0; l < w.nl; ++l) {
+        const int64_t c = channel(w, l);
+        acc_t* gur = g.gu + (w.b * KD + c) * p.L;
+        acc_t* gdr = g.gdelta + (w.b * KD + c) * p.L;
+        for (int64_t t = 0; t < T; ++t) {
+          gur[w.idx[t]] = gu[t * W + l];
+          gdr[w.idx[t]] = gdt[t * W + l];
+        }
+      }
+      // dL/dB and dL/dC sum over the block's channels (lanes).
+      sum_lanes(w.gBl.data(), T * N);
+      sum_lanes(w.gCl.data(), T * N);
+      const int64_t base = ((blk * p.Bt + w.b) * p.K + w.k) * N * p.L;
       for (int64_t n = 0; n < N; ++n) {
         acc_t* gBr = g.gB + base + n * p.L;
         acc_t* gCr = g.gC + base + n * p.L;
         for (int64_t t = 0; t < T; ++t) {
-          gBr[w.idx[t]] = w.gBc[t * N + n];
-          gCr[w.idx[t]] = w.gCc[t * N + n];
+          gBr[w.idx[t]] = w.gBl[(t * N + n) * W];
+          gCr[w.idx[t]] = w.gCl[(t * N + n) * W];
         }
       }
     }
-    for (int64_t d = d0; d < d1; ++d) {
-      const int64_t c = k * p.Dm + d;
-      std::copy(&gA[(d - d0) * N], &gA[(d - d0 + 1) * N], g.gA + (b * KD + c) * N);
-      if (g.gD) g.gD[b * KD + c] = gD[d - d0];
-      if (g.gbias) g.gbias[b * KD + c] = gbias[d - d0];
+    for (int64_t l = 0; l < w.nl; ++l) {
+      const int64_t c = channel(w, l);
+      for (int64_t n = 0; n < N; ++n) g.gA[(w.b * KD + c) * N + n] = gA[n * W + l];
+      if (g.gD) g.gD[w.b * KD + c] = gD[l];
+      if (g.gbias) g.gbias[w.b * KD + c] = gbias[l];
     }
   }
-};
 
-// Task t -> (batch, direction, channel group) and the group's channel range.
-struct Split {
-  int64_t b, k, grp, d0, d1;
+  // Task t -> (batch, direction, channel block).
+  Work work(int64_t task, bool backward) const {
+    const int64_t blk = task % p.blocks(), k = (task / p.blocks()) % p.K, b = task / (p.blocks() * p.K);
+    const int64_t d0 = blk * W;
+    return Work(nstate(), b, k, d0, std::min<int64_t>(W, p.Dm - d0), backward);
+  }
 };
-Split split(const Problem& p, int64_t task) {
-  const int64_t per = (p.Dm + p.groups - 1) / p.groups;
-  Split s;
-  s.grp = task % p.groups;
-  s.k = (task / p.groups) % p.K;
-  s.b = task / (p.groups * p.K);
-  s.d0 = std::min(p.Dm, s.grp * per);
-  s.d1 = std::min(p.Dm, s.d0 + per);
-  return s;
-}
 
 template <typename in_t, typename acc_t, int NC>
 void run_forward(const Problem& p, void* y, void* ckpt, int threads) {
   const Scan<in_t, acc_t, NC> scan(p);
-  const int64_t tasks = p.Bt * p.K * p.groups;
+  const int64_t tasks = p.Bt * p.K * p.blocks();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t task = 0; task < tasks; ++task) {
-    const Split s = split(p, task);
-    if (s.d0 < s.d1) scan.forward_task(s.b, s.k, s.d0, s.d1, static_cast<acc_t*>(y), static_cast<acc_t*>(ckpt));
+    auto w = scan.work(task, false);
+    scan.forward_task(w, static_cast<acc_t*>(y), static_cast<acc_t*>(ckpt));
   }
 }
 
 template <typename in_t, typename acc_t, int NC>
 void run_backward(const Problem& p, const Grads<acc_t>& g, int threads) {
   const Scan<in_t, acc_t, NC> scan(p);
-  const int64_t tasks = p.Bt * p.K * p.groups;
+  const int64_t tasks = p.Bt * p.K * p.blocks();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t task = 0; task < tasks; ++task) {
-    const Split s = split(p, task);
-    if (s.d0 < s.d1) scan.backward_task(g, s.b, s.k, s.grp, s.d0, s.d1);
+    auto w = scan.work(task, true);
+    scan.backward_task(w, g, task % p.blocks());
   }
 }
 
@@ -383,8 +428,8 @@ int dispatch_bwd(const Problem& p, void* const* out, int threads) {
 
 Problem make_problem(const void* u, const void* delta, const void* A, const void* B, const void* C,
                      const void* D, const void* bias, const int64_t* orders, int64_t Bt, int64_t K,
-                     int64_t Dm, int64_t N, int64_t L, int64_t groups, int softplus) {
-  return Problem{u, delta, A, B, C, D, bias, orders, Bt, K, Dm, N, L, groups, softplus != 0};
+                     int64_t Dm, int64_t N, int64_t L, int softplus) {
+  return Problem{u, delta, A, B, C, D, bias, orders, Bt, K, Dm, N, L, softplus != 0};
 }
 
 }  // namespace
@@ -392,12 +437,13 @@ Problem make_problem(const void* u, const void* delta, const void* A, const void
 extern "C" {
 
 int64_t diffmf_scan_chunk() { return TT; }
+int64_t diffmf_scan_lanes() { return W; }
 
 // Returns 0 on success, -1 for an unknown dtype code.
 int diffmf_scan_fwd(int dtype, const void* u, const void* delta, const void* A, const void* B, const void* C,
                     const void* D, const void* bias, const int64_t* orders, void* y, void* ckpt, int64_t Bt,
-                    int64_t K, int64_t Dm, int64_t N, int64_t L, int64_t groups, int softplus, int threads) {
-  const Problem p = make_problem(u, delta, A, B, C, D, bias, orders, Bt, K, Dm, N, L, groups, softplus);
+                    int64_t K, int64_t Dm, int64_t N, int64_t L, int softplus, int threads) {
+  const Problem p = make_problem(u, delta, A, B, C, D, bias, orders, Bt, K, Dm, N, L, softplus);
   switch (dtype) {
     case F32: return dispatch_fwd<float, float>(p, y, ckpt, threads);
     case BF16: return dispatch_fwd<uint16_t, float>(p, y, ckpt, threads);
@@ -409,8 +455,8 @@ int diffmf_scan_fwd(int dtype, const void* u, const void* delta, const void* A, 
 // out: gy, ckpt (inputs), then gu, gdelta, gA, gB, gC, gD, gbias (outputs; gD/gbias may be null).
 int diffmf_scan_bwd(int dtype, const void* u, const void* delta, const void* A, const void* B, const void* C,
                     const void* D, const void* bias, const int64_t* orders, void* const* out, int64_t Bt,
-                    int64_t K, int64_t Dm, int64_t N, int64_t L, int64_t groups, int softplus, int threads) {
-  const Problem p = make_problem(u, delta, A, B, C, D, bias, orders, Bt, K, Dm, N, L, groups, softplus);
+                    int64_t K, int64_t Dm, int64_t N, int64_t L, int softplus, int threads) {
+  const Problem p = make_problem(u, delta, A, B, C, D, bias, orders, Bt, K, Dm, N, L, softplus);
   switch (dtype) {
     case F32: return dispatch_bwd<float, float>(p, out, threads);
     case BF16: return dispatch_bwd<uint16_t, float>(p, out, threads);
