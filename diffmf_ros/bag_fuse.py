@@ -8,6 +8,10 @@ bag fused here pairs exactly like a live run; unlike the node nothing is dropped
 late (there is no real-time deadline offline): every pair is fused. The thermal frames go
 through the node's normalisation and registration before the FusionEngine.
 
+Settings (sync, thermal normalisation, registration, output encoding) default to the node's
+parameter defaults; ``--params-file config/diffmf.yaml`` reads the node's own parameter file,
+and the command-line options override either.
+
 A bad bag (missing topic, wrong type, truncated file or message) stops the run with a
 one-line reason and exit code 2; the output bag is closed properly first, so it holds
 every message written before the failure.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import logging
 import sys
 import time
@@ -27,6 +32,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import yaml
 from tqdm import tqdm
 
 from .bag_io import (
@@ -42,6 +48,7 @@ from .bag_io import (
 )
 from .fused_outputs import BagSink, FrameSink, PngSink, VideoSink
 from .image_conversion import ImageConversionError
+from .params import NODE_NAME, OUTPUT_ENCODINGS, NodeSettings, settings_from_values
 from .registration import MODES as REGISTRATION_MODES
 from .registration import Registration, RegistrationError
 from .sync import ApproximateTimePairer, Pair
@@ -51,27 +58,40 @@ from .thermal import ThermalNormaliser, ThermalSettings
 __all__ = ["FuseOptions", "FuseSummary", "PairFuser", "fuse_bag", "main"]
 
 EXIT_BAD_BAG = 2
-OUTPUT_ENCODINGS = ("bgr8", "mono8")
+NODE_DEFAULTS: NodeSettings = settings_from_values({})
 
 
 @dataclass
 class FuseOptions:
-    """What to fuse and how; the defaults follow the node's."""
+    """What to fuse and how; the defaults are the node's parameter defaults."""
 
     thermal_topic: str
     visible_topic: str
     fused_topic: str = "/fused/image_raw"
-    slop: float = 0.02
-    queue_size: int = 10
-    reference: str = "visible"
-    encoding: str = "bgr8"
-    frame_id: str = ""  # empty: the reference camera's frame_id
-    thermal: ThermalSettings = field(default_factory=ThermalSettings)
-    registration: str = "none"
+    slop: float = NODE_DEFAULTS.slop
+    queue_size: int = NODE_DEFAULTS.queue_size
+    reference: str = NODE_DEFAULTS.reference
+    encoding: str = NODE_DEFAULTS.output_encoding
+    frame_id: str = NODE_DEFAULTS.frame_id  # empty: the reference camera's frame_id
+    thermal: ThermalSettings = field(default_factory=lambda: NODE_DEFAULTS.thermal_normalisation)
+    registration: str = NODE_DEFAULTS.registration_mode
     homography: Sequence[float] | None = None
-    copy_topics: list[str] | None = None  # None: copy nothing; []: copy every other topic
+    copy_topics: list[str] | None = None  # None: copy nothing; []: copy every topic
     storage: str | None = None  # None: the input bag's
-    max_pixels: int | None = None
+    max_pixels: int | None = NODE_DEFAULTS.max_image_pixels
+
+    @classmethod
+    def from_node_settings(cls, settings: NodeSettings, thermal_topic: str, visible_topic: str,
+                           **overrides: Any) -> FuseOptions:
+        """The node's sync, normalisation, registration and output settings, for the given topics."""
+        values = dict(
+            slop=settings.slop, queue_size=settings.queue_size, reference=settings.reference,
+            encoding=settings.output_encoding, frame_id=settings.frame_id,
+            thermal=settings.thermal_normalisation, registration=settings.registration_mode,
+            homography=list(settings.homography), max_pixels=settings.max_image_pixels,
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(thermal_topic=thermal_topic, visible_topic=visible_topic, **values)
 
 
 @dataclass
@@ -109,7 +129,7 @@ class FuseSummary:
 
 
 class PairFuser:
-    """One pair -> one fused uint8 frame: thermal normalisation, registration, FusionEngine, encoding."""
+    """One pair -> one fused frame, the node's way: normalise thermal, register, fuse, encode."""
 
     def __init__(self, engine: Any, options: FuseOptions) -> None:
         if options.encoding not in OUTPUT_ENCODINGS:
@@ -120,17 +140,10 @@ class PairFuser:
         self.register = Registration(options.registration, options.homography)
 
     def __call__(self, thermal: np.ndarray, visible: np.ndarray) -> np.ndarray:
-        ir = self.normalise(thermal)
-        if ir.ndim == 3:  # a colour-mapped thermal camera: its brightness carries the heat
-            ir = cv2.cvtColor(ir, cv2.COLOR_RGB2GRAY)
-        ir = self.register(ir, visible.shape)
-        vi = visible
-        if self.encoding == "mono8" and vi.ndim == 3:
-            vi = cv2.cvtColor(vi, cv2.COLOR_RGB2GRAY)  # the same Y the engine would fuse on
-        fused = self.engine.fuse(ir, vi)
-        if self.encoding == "bgr8" and fused.ndim == 2:
-            fused = np.repeat(fused[:, :, None], 3, axis=2)
-        return fused
+        fused = self.engine.fuse(self.register(self.normalise(thermal), visible.shape), visible)
+        if self.encoding == "mono8":
+            return cv2.cvtColor(fused, cv2.COLOR_RGB2GRAY) if fused.ndim == 3 else fused
+        return cv2.cvtColor(fused, cv2.COLOR_GRAY2RGB) if fused.ndim == 2 else fused
 
 
 def _video_fps(bag: BagReader, topic: str) -> float:
@@ -276,9 +289,11 @@ def _close_all(sinks: list[FrameSink], out: BagWriter | None) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    d = NODE_DEFAULTS
     p = argparse.ArgumentParser(
         prog="diffmf_bag",
-        description="Fuse the thermal and visible image topics of a ROS 2 bag (sqlite3 or mcap) offline.",
+        description="Fuse the thermal and visible image topics of a ROS 2 bag (sqlite3 or mcap) offline."
+        " Fusion settings default to the node's (see --params-file); options given here override them.",
     )
     p.add_argument("input", metavar="IN_BAG", help="input bag: a rosbag2 folder, or a single .db3/.mcap file")
     p.add_argument("--thermal", required=True, metavar="TOPIC", help="thermal topic (Image or CompressedImage)")
@@ -288,39 +303,71 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", metavar="FILE", help="also write the fused stream as an MP4 (mp4v)")
     p.add_argument("--video-fps", type=float, metavar="HZ", help="video frame rate (default: the bag's camera rate)")
     p.add_argument("--png-dir", metavar="DIR", help="also write every fused frame as a PNG into DIR")
-    p.add_argument("--checkpoint", metavar="FILE", help="model weights (.safetensors); default: the shipped ones")
-    p.add_argument("--preset", help="model preset for a legacy .pth checkpoint or the shipped weights (default tiny)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
     p.add_argument("--copy-topics", nargs="*", metavar="TOPIC",
                    help="copy these input topics into the output bag unchanged (no TOPIC: copy all of them)")
     p.add_argument("--storage", choices=sorted(STORAGES), help="output storage plugin (default: the input's)")
-    p.add_argument("--slop", type=float, default=0.02, help="max stamp difference of a pair, seconds (default 0.02)")
-    p.add_argument("--queue-size", type=int, default=10, help="frames kept per stream while pairing (default 10)")
-    p.add_argument("--reference", choices=("visible", "thermal"), default="visible",
-                   help="camera whose stamp and frame_id the fused frame gets (default visible)")
-    p.add_argument("--frame-id", default="", help="frame_id of the fused frames (default: the reference camera's)")
-    p.add_argument("--encoding", choices=OUTPUT_ENCODINGS, default="bgr8",
-                   help="fused image encoding: bgr8 keeps the visible colour, mono8 is the fused intensity")
-    p.add_argument("--thermal-mode", choices=THERMAL_MODES, default="auto",
-                   help="16-bit thermal normalisation (default auto: per-frame percentile for 16-bit)")
+    p.add_argument("--params-file", metavar="YAML",
+                   help="the node's parameter file (e.g. config/diffmf.yaml): its model, sync, normalisation,"
+                   " registration and output settings become the defaults here")
+    p.add_argument("--checkpoint", metavar="FILE", help="model weights (.safetensors); default: the shipped ones")
+    p.add_argument("--preset", help=f"model preset when the checkpoint does not say (default {d.preset})")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ... (default auto: CUDA if available)")
+    p.add_argument("--slop", type=float, help=f"max stamp difference of a pair, seconds (default {d.slop})")
+    p.add_argument("--queue-size", type=int, help=f"frames kept per camera while pairing (default {d.queue_size})")
+    p.add_argument("--reference", choices=("visible", "thermal"),
+                   help=f"camera whose stamp and frame_id the fused frames get (default {d.reference})")
+    p.add_argument("--frame-id", help="frame_id of the fused frames (default: the reference camera's)")
+    p.add_argument("--encoding", choices=OUTPUT_ENCODINGS,
+                   help=f"fused image encoding: bgr8/rgb8 keep the visible colour, mono8 is the fused intensity"
+                   f" (default {d.output_encoding})")
+    p.add_argument("--thermal-mode", choices=THERMAL_MODES,
+                   help=f"16-bit thermal normalisation (default {d.thermal_normalisation.mode}:"
+                   " per-frame percentile stretch for 16-bit)")
     p.add_argument("--thermal-range", nargs=2, type=float, metavar=("LOW", "HIGH"),
                    help="raw range for --thermal-mode fixed, degrees C for --thermal-mode temperature")
-    p.add_argument("--registration", choices=REGISTRATION_MODES, default="none",
-                   help="bring thermal into the visible grid: none, resize, or homography")
+    p.add_argument("--registration", choices=REGISTRATION_MODES,
+                   help=f"thermal into the visible grid: none, resize or homography (default {d.registration_mode})")
     p.add_argument("--homography", nargs=9, type=float, metavar="H",
                    help="3x3 thermal->visible homography, row-major (with --registration homography)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
-def _thermal_settings(args: argparse.Namespace) -> ThermalSettings:
-    settings = ThermalSettings(mode=args.thermal_mode)
+def read_params_file(path: str | Path) -> NodeSettings:
+    """The node's settings from a ROS 2 parameter file (its ``/**`` or ``diffmf_fusion`` entry), validated."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read the parameter file ({' '.join(str(exc).split())})") from None
+    entries = {str(k): v for k, v in data.items()} if isinstance(data, dict) else {}
+    entry = next((v for k, v in entries.items() if k.split("/")[-1] in ("**", NODE_NAME)), None)
+    if not isinstance(entry, dict) or not isinstance(entry.get("ros__parameters"), dict):
+        raise ValueError(f"{path}: no '/**' or '{NODE_NAME}' entry with ros__parameters")
+    values: dict[str, Any] = {}
+
+    def flatten(prefix: str, node: dict) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                flatten(f"{prefix}{key}.", value)
+            else:
+                values[f"{prefix}{key}"] = value
+
+    flatten("", entry["ros__parameters"])
+    values.pop("use_sim_time", None)  # a node-wide ROS parameter, not one of the fusion settings
+    try:
+        return settings_from_values(values)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+
+
+def _thermal_settings(args: argparse.Namespace, base: ThermalSettings) -> ThermalSettings:
+    settings = base if args.thermal_mode is None else dataclasses.replace(base, mode=args.thermal_mode)
     if args.thermal_range is not None:
         low, high = args.thermal_range
-        if args.thermal_mode == "fixed":
-            settings = ThermalSettings(mode="fixed", fixed_min=low, fixed_max=high)
-        elif args.thermal_mode == "temperature":
-            settings = ThermalSettings(mode="temperature", temperature_min=low, temperature_max=high)
+        if settings.mode == "fixed":
+            settings = dataclasses.replace(settings, fixed_min=low, fixed_max=high)
+        elif settings.mode == "temperature":
+            settings = dataclasses.replace(settings, temperature_min=low, temperature_max=high)
         else:
             raise ValueError("--thermal-range needs --thermal-mode fixed or temperature")
     settings.validate()
@@ -336,10 +383,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.copy_topics is not None and not args.output:
         parser.error("--copy-topics needs --output")
     try:
-        options = FuseOptions(
-            thermal_topic=args.thermal, visible_topic=args.visible, fused_topic=args.fused_topic,
-            slop=args.slop, queue_size=args.queue_size, reference=args.reference, encoding=args.encoding,
-            frame_id=args.frame_id, thermal=_thermal_settings(args), registration=args.registration,
+        node = read_params_file(args.params_file) if args.params_file else NODE_DEFAULTS
+        options = FuseOptions.from_node_settings(
+            node, args.thermal, args.visible, fused_topic=args.fused_topic, slop=args.slop,
+            queue_size=args.queue_size, reference=args.reference, encoding=args.encoding, frame_id=args.frame_id,
+            thermal=_thermal_settings(args, node.thermal_normalisation), registration=args.registration,
             homography=args.homography, copy_topics=args.copy_topics, storage=args.storage,
         )
         Registration(options.registration, options.homography)  # fail on a bad homography before loading
@@ -359,7 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from diffmf_core import FusionEngine
 
-    engine = FusionEngine(checkpoint=args.checkpoint, preset=args.preset, device=args.device)
+    device = args.device or node.device
+    engine = FusionEngine(checkpoint=args.checkpoint or node.checkpoint or None, preset=args.preset or node.preset,
+                          device=None if device == "auto" else device,
+                          dtype=None if node.dtype == "auto" else node.dtype)
     print(f"diffmf_bag: model {engine.describe()}", file=sys.stderr)
     try:
         summary = fuse_bag(args.input, options, engine, output_bag=args.output, video=args.video,

@@ -125,3 +125,33 @@ def test_truncated_message_stops_the_run_and_keeps_what_was_fused(tmp_path, caps
     msgs, _, _ = _fused_messages(tmp_path / "out")  # the partial output bag opens...
     assert [header_stamp_ns(m) for _, m in msgs] == [p.visible_stamp_ns for p in pairs[:2]]  # ...and holds both
     assert all(np.frombuffer(m.data, np.uint8).size == H * W * 3 for _, m in msgs)
+
+
+def test_node_params_file_sets_registration_and_encoding(tmp_path, engine, capsys):
+    """A half-size thermal camera: dropped as size_mismatch by default, resized with the node's parameter file."""
+    pairs = list(sequence(2, rate_hz=10, width=W, height=H))
+    with BagWriter(tmp_path / "in", "sqlite3") as bag:
+        ir = bag.add_topic("/thermal/image_raw", IMAGE)
+        vi = bag.add_topic("/visible/image_raw", IMAGE)
+        for p in pairs:
+            small = cv2.resize(p.thermal, (W // 2, H // 2), interpolation=cv2.INTER_AREA)
+            bag.write_message(ir, p.thermal_stamp_ns, build_image(small, "mono16", p.thermal_stamp_ns, "ir"))
+            bag.write_message(vi, p.visible_stamp_ns, build_image(p.visible, "rgb8", p.visible_stamp_ns, "vi"))
+    options = bag_fuse.FuseOptions("/thermal/image_raw", "/visible/image_raw")
+    summary = bag_fuse.fuse_bag(tmp_path / "in", options, engine, png_dir=tmp_path / "none", progress=False)
+    assert (summary.pairs, summary.fused, summary.drops["size_mismatch"]) == (2, 0, 2)
+
+    params = tmp_path / "fusion.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    use_sim_time: true\n    output:\n      encoding: mono8\n"
+                      "    registration:\n      mode: resize\n")
+    args = [str(tmp_path / "in"), "--thermal", "/thermal/image_raw", "--visible", "/visible/image_raw",
+            "--output", str(tmp_path / "out"), "--params-file", str(params), "--no-progress"]
+    assert bag_fuse.main(args) == 0
+    msgs, _, _ = _fused_messages(tmp_path / "out")
+    assert [(m.encoding, m.height, m.width) for _, m in msgs] == [("mono8", H, W)] * 2
+
+    params.write_text("/**:\n  ros__parameters:\n    sync:\n      slop: fast\n")
+    with pytest.raises(SystemExit) as exit_info:
+        bag_fuse.main(args[:-3] + ["--png-dir", str(tmp_path / "png"), "--params-file", str(params)])
+    assert exit_info.value.code == 2
+    assert "fusion.yaml: parameter sync.slop: expected a number, got 'fast'" in capsys.readouterr().err
