@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import Log
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -24,7 +25,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from .image_conversion import encode_compressed, numpy_to_image_fields
 from .node import ns_to_stamp
 
-__all__ = ["FusionProbe", "Received", "synthetic_pair"]
+__all__ = ["FusionProbe", "NodeProcess", "Received", "synthetic_pair"]
 
 
 def synthetic_pair(height: int, width: int, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -82,9 +83,14 @@ class FusionProbe:
         self.fused: list[Received] = []
         self.fused_count = 0
         self.diagnostics: list[dict[str, Any]] = []
+        self.logs: list[Log] = []
         self._cond = threading.Condition()
         self.node.create_subscription(Image, fused_topic, self._on_fused, _qos(depth))
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        # /rosout keeps recent history (transient local), so logs from before we joined arrive too.
+        rosout_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                                durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(Log, "/rosout", self._on_log, rosout_qos)
         self.executor = SingleThreadedExecutor(context=context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, name="diffmf-probe", daemon=True)
@@ -152,6 +158,19 @@ class FusionProbe:
                 self.diagnostics.append(values)
                 self._cond.notify_all()
 
+    def _on_log(self, msg: Log) -> None:
+        with self._cond:
+            self.logs.append(msg)
+            self._cond.notify_all()
+
+    def log_lines(self, node_name: str, contains: str, level: int | None = None) -> list[str]:
+        """Messages that ``node_name`` logged containing ``contains`` (optionally at one level, e.g. Log.WARN)."""
+        with self._cond:
+            return [
+                m.msg for m in self.logs
+                if m.name.endswith(node_name) and contains in m.msg and (level is None or m.level == level)
+            ]
+
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Block until ``predicate()`` (checked under the probe's lock on every arrival) or ``timeout``."""
         with self._cond:
@@ -186,3 +205,64 @@ def _header_only(msg: Image) -> Image:
     light.header = msg.header
     light.height, light.width, light.encoding, light.step = msg.height, msg.width, msg.encoding, msg.step
     return light
+
+
+class NodeProcess:
+    """``python -m diffmf_ros.node`` in a child process (same DDS domain, localhost-only), with its output kept."""
+
+    def __init__(self, params_files: list[str], overrides: dict[str, Any] | None = None,
+                 env: dict[str, str] | None = None, name: str | None = None) -> None:
+        import os
+        import subprocess
+        import sys
+
+        args = [sys.executable, "-m", "diffmf_ros.node", "--ros-args"]
+        for path in params_files:
+            args += ["--params-file", str(path)]
+        for key, value in (overrides or {}).items():
+            args += ["-p", f"{key}:={_ros_arg(value)}"]
+        if name:
+            args += ["-r", f"__node:={name}"]
+        child_env = dict(os.environ)
+        child_env.update(env or {})
+        child_env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        child_env["PYTHONUNBUFFERED"] = "1"
+        self.args = args
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env
+        )
+        self.output: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.output.append(line.rstrip("\n"))
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGINT (a clean rclpy shutdown), then kill if it hangs; returns the exit code."""
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+        self._reader.join(timeout=5)
+        return self.process.returncode
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.output[-lines:])
+
+
+def _ros_arg(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if value else "''"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_ros_arg(v) for v in value) + "]"
+    return repr(value)
