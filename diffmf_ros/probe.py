@@ -25,7 +25,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from .image_conversion import encode_compressed, numpy_to_image_fields
 from .node import ns_to_stamp
 
-__all__ = ["FusionProbe", "NodeProcess", "Received", "synthetic_pair"]
+__all__ = ["BackgroundNode", "FusionProbe", "NodeProcess", "Received", "synthetic_pair"]
 
 
 def synthetic_pair(height: int, width: int, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -205,6 +205,28 @@ def _header_only(msg: Image) -> Image:
     light.header = msg.header
     light.height, light.width, light.encoding, light.step = msg.height, msg.width, msg.encoding, msg.step
     return light
+
+
+class BackgroundNode:
+    """A node spinning on its own executor thread in this process (DDS still sits between it and the probe)."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.executor = SingleThreadedExecutor(context=node.context)
+        self.executor.add_node(node)
+        self._thread = threading.Thread(target=self._spin, name=f"spin-{node.get_name()}", daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # shut down under us
+            return
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=5)
+        self._thread.join(timeout=5)
+        self.node.destroy_node()
 
 
 class NodeProcess:
