@@ -141,9 +141,12 @@ class BagPlayer:
         self.bag.close()
 
     def play(self, on_publish: Callable[[str, int, float], None] | None = None,
-             progress: bool | None = False) -> PlaybackStats:
+             progress: bool | None = False, gate: Callable[[str, int], None] | None = None) -> PlaybackStats:
         """Publish the bag (again and again with ``loop``); ``on_publish(topic, log_ns, wall_time)`` after each.
 
+        ``gate(topic, log_ns)``, if given, is called before each message and may block: playback
+        (and /clock) pauses meanwhile and resumes with the recorded spacing, like pausing
+        ``ros2 bag play``. The demo uses it to let a slow CPU model finish each frame.
         Raises BagError if the bag turns out to be corrupt part-way (what was published stays published).
         """
         started = time.monotonic()
@@ -152,7 +155,7 @@ class BagPlayer:
                   disable=None if progress is None else not progress) as bar:
             while not self._stop.is_set():
                 bar.reset(total)
-                self._play_once(bar, on_publish)
+                self._play_once(bar, on_publish, gate)
                 if self._stop.is_set() or not self.loop:
                     break
                 self.stats.loops += 1
@@ -161,10 +164,19 @@ class BagPlayer:
         self.stats.wall_s = time.monotonic() - started
         return self.stats
 
-    def _play_once(self, bar: tqdm, on_publish: Callable[[str, int, float], None] | None) -> None:
+    def _play_once(self, bar: tqdm, on_publish: Callable[[str, int, float], None] | None,
+                   gate: Callable[[str, int], None] | None) -> None:
         bag_start = self.bag.start_ns
         wall_start = time.monotonic()
         for conn, log_ns, raw in self.bag.messages(self.connections):
+            if gate is not None:
+                paused = time.monotonic()
+                gate(conn.topic, log_ns)
+                if self._stop.is_set():
+                    return
+                # Resume with the recorded spacing, but never owe time from before the pause.
+                wall_start += max(0.0, time.monotonic() - max(paused, wall_start + (log_ns - bag_start) / NS_PER_S
+                                                              / self.rate))
             due = wall_start + (log_ns - bag_start) / NS_PER_S / self.rate
             if not self._sleep_until(due, bag_start, wall_start):
                 return
