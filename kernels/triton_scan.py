@@ -1,0 +1,295 @@
+"""Triton selective scan: ``diffmf_core.ops.selective_scan(..., backend="triton")`` on CUDA.
+
+Fused and chunked (see triton_scan_kernels.py): u, delta, B and C are read in place
+through token indices, the state stays in registers in float32, and L is cut into
+chunks so that thousands of programs run at once. The four grid directions of
+``diffmf_core.ops.scan_orders`` are recognised once per orders tensor and then indexed by
+arithmetic; any other permutation is read through an int32 table.
+
+Runs under the Triton interpreter (``TRITON_INTERPRET=1``) on CPU tensors too, which is
+how it is tested on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+MODE_IDENTITY, MODE_GRID, MODE_TABLE = 0, 1, 2
+DIRECTION_CODES = {"row": 0, "col": 1, "row_rev": 2, "col_rev": 3}  # bit 0 column-major, bit 1 reversed
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def unavailable_reason() -> str | None:
+    """None when Triton imports and can run here (a CUDA device, or the interpreter)."""
+    try:
+        import triton  # noqa: F401
+
+        from . import triton_scan_kernels  # noqa: F401
+    except Exception as exc:  # ImportError, or a Triton too old for the kernels
+        return f"triton does not import ({exc})"
+    if interpreting():
+        return None
+    if not torch.cuda.is_available():
+        return "needs a CUDA device (torch.cuda.is_available() is False)"
+    return None
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Tile sizes. Forward program: bd channels x ts steps x sub sub-tiles; backward: bd_bwd x ts."""
+
+    ts: int = 32
+    sub: int = 16
+    bd: int = 8
+    bd_bwd: int = 4
+    warps: int = 4
+    warps_bwd: int = 4
+    carry_rows: int = 32
+    carry_tile: int = 64
+
+
+def _pow2(x: int) -> int:
+    return 1 << max(0, (x - 1).bit_length())
+
+
+def default_config(N: int, Dm: int, L: int) -> ScanConfig:
+    """Forward tiles of ~4096 elements, backward ~2048 (it keeps about twice as many live)."""
+    if interpreting():
+        return ScanConfig(ts=8, sub=2, bd=2, bd_bwd=2, carry_rows=8, carry_tile=4)
+    np2, ts = _pow2(N), 32
+    bd = max(1, min(_pow2(Dm), 4096 // (np2 * ts)))
+    bd_bwd = max(1, min(_pow2(Dm), 2048 // (np2 * ts)))
+    sub = max(1, min(16, -(-L // ts)))
+    return ScanConfig(ts=ts, sub=_pow2(sub) if sub < 16 else 16, bd=bd, bd_bwd=bd_bwd)
+
+
+@dataclass(frozen=True)
+class TokenOrder:
+    """How a kernel finds raster token idx(k, t): identity, grid arithmetic, or a table."""
+
+    mode: int
+    H: int = 1
+    W: int = 1
+    table: torch.Tensor | None = None  # MODE_GRID: (K,) int32 direction codes; MODE_TABLE: (K, L) int32
+
+
+def _grid_codes(orders: torch.Tensor) -> tuple[list[int], int, int] | None:
+    """Direction codes if every row is one of the 4 grid scans of one H x W map, else None."""
+    K, L = orders.shape
+    ar = torch.arange(L, dtype=torch.int64)
+    codes, hw = [], None
+    for row in orders:
+        if torch.equal(row, ar):
+            codes.append(DIRECTION_CODES["row"])
+            continue
+        if torch.equal(row, ar.flip(0)):
+            codes.append(DIRECTION_CODES["row_rev"])
+            continue
+        found = False
+        for code, seq in ((DIRECTION_CODES["col"], row), (DIRECTION_CODES["col_rev"], row.flip(0))):
+            w = int(seq[1]) if L > 1 else 0
+            fits = 2 <= w < L and L % w == 0 and (hw is None or hw == (L // w, w))
+            if fits and torch.equal(seq, ar.view(L // w, w).t().reshape(-1)):
+                codes.append(code)
+                hw = (L // w, w)
+                found = True
+                break
+        if not found:
+            return None
+    h, w = hw if hw is not None else (1, L)
+    return codes, h, w
+
+
+_order_cache: dict[int, tuple[weakref.ref, int, str, TokenOrder]] = {}
+
+
+def describe_orders(orders: torch.Tensor | None, device: torch.device) -> TokenOrder:
+    """Recognise ``orders`` (once per tensor object: a host copy and compare) -> TokenOrder."""
+    if orders is None:
+        return TokenOrder(MODE_IDENTITY)
+    key = id(orders)
+    hit = _order_cache.get(key)
+    if hit is not None and hit[0]() is orders and hit[1] == orders._version and hit[2] == str(device):
+        return hit[3]
+    host = orders.detach().to("cpu", torch.int64)
+    L = host.shape[1]
+    if host.numel() and (int(host.min()) < 0 or int(host.max()) >= L):
+        raise ValueError(f"triton scan: orders must index tokens 0..{L - 1}")
+    grid = _grid_codes(host)
+    if grid is not None:
+        codes, h, w = grid
+        desc = TokenOrder(MODE_GRID, h, w, torch.tensor(codes, dtype=torch.int32, device=device))
+    else:
+        desc = TokenOrder(MODE_TABLE, table=host.to(torch.int32).contiguous().to(device))
+    if len(_order_cache) > 64:
+        _order_cache.clear()
+    _order_cache[key] = (weakref.ref(orders), orders._version, str(device), desc)
+    return desc
+
+
+def _check(u, delta, A, B, C, D, delta_bias, orders) -> tuple[int, int, int, int, int]:
+    if B.dim() != 4 or C.shape != B.shape:
+        raise ValueError(f"triton scan: B and C must be (batch, K, N, L); got {tuple(B.shape)}, {tuple(C.shape)}")
+    bt, K, N, L = B.shape
+    kd = A.shape[0]
+    if A.dim() != 2 or A.shape[1] != N or kd % K:
+        raise ValueError(f"triton scan: A must be (K*Dm, N) with K={K}, N={N}; got {tuple(A.shape)}")
+    dm = kd // K
+    want_u = (bt, dm, L) if orders is not None else (bt, kd, L)
+    if tuple(u.shape) != want_u or tuple(delta.shape) != (bt, kd, L):
+        raise ValueError(f"triton scan: u must be {want_u} and delta {(bt, kd, L)}; "
+                         f"got {tuple(u.shape)}, {tuple(delta.shape)}")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None and t.numel() != kd:
+            raise ValueError(f"triton scan: {name} must have {kd} elements; got {tuple(t.shape)}")
+    if orders is not None and tuple(orders.shape) != (K, L):
+        raise ValueError(f"triton scan: orders must be (K, L) = {(K, L)}; got {tuple(orders.shape)}")
+    for name, t in (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("delta_bias", delta_bias)):
+        if t is not None and t.device != u.device:
+            raise ValueError(f"triton scan: {name} is on {t.device}, u on {u.device}")
+    return bt, K, dm, N, L
+
+
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _as_input(t: torch.Tensor) -> torch.Tensor:
+    """Inputs are read in their own dtype when the kernels know it (fp32/fp16/bf16)."""
+    return (t if t.dtype in _FLOATS else t.float()).contiguous()
+
+
+def _param(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.float().contiguous().view(-1)
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def forward(u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, cfg: ScanConfig,
+            save_states: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Launch the forward kernels; returns y and (if asked) the states at every sub-tile start."""
+    from . import triton_scan_kernels as tk
+
+    bt, kd, L = delta.shape
+    K, N = B.shape[1], A.shape[1]
+    dm = kd // K
+    dev = u.device
+    np2 = _pow2(N)
+    n_dblk = _cdiv(dm, cfg.bd)
+    chunk = cfg.ts * cfg.sub
+    n_chunks, n_sub = _cdiv(L, chunk), _cdiv(L, cfg.ts)
+    f32 = torch.float32
+    dummy = torch.empty(1, dtype=f32, device=dev)
+    table = order.table if order.table is not None else torch.empty(1, dtype=torch.int32, device=dev)
+    common = dict(MODE=order.mode, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus))
+    bias = delta_bias if delta_bias is not None else dummy
+    grid = (bt * K * n_chunks * n_dblk,)
+    hin = torch.empty(1, dtype=f32, device=dev)
+    if n_chunks > 1:
+        hsum = torch.empty(bt * kd * np2 * n_chunks, dtype=f32, device=dev)
+        dtsum = torch.empty(bt * kd * n_chunks, dtype=f32, device=dev)
+        tk._fwd_summary[grid](u, delta, A, B, bias, table, table, hsum, dtsum,
+                              L, order.H, order.W, K, dm, N, n_dblk, n_chunks,
+                              NP=np2, BD=cfg.bd, TS=cfg.ts, SUB=cfg.sub, SHARED_U=u.shape[1] != kd,
+                              num_warps=cfg.warps, **common)
+        hin = torch.empty_like(hsum)
+        n_rows = bt * kd * np2
+        tk._carry[(_cdiv(n_rows, cfg.carry_rows),)](hsum, dtsum, A, hin, kd, N, n_rows, n_chunks,
+                                                    NP=np2, R=cfg.carry_rows, CT=cfg.carry_tile, REVERSE=False)
+    y = torch.empty(bt, kd, L, dtype=u.dtype, device=dev)
+    states = torch.empty(bt * kd * np2 * n_sub, dtype=f32, device=dev) if save_states else dummy
+    tk._fwd_output[grid](u, delta, A, B, C, D if D is not None else dummy, bias, table, table, hin, y, states,
+                         L, order.H, order.W, K, dm, N, n_dblk, n_chunks, n_sub,
+                         NP=np2, BD=cfg.bd, TS=cfg.ts, SUB=cfg.sub, SHARED_U=u.shape[1] != kd,
+                         HAS_D=D is not None, SAVE_STATES=save_states, num_warps=cfg.warps, **common)
+    return y, (states if save_states else None)
+
+
+def backward(gy, u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, cfg: ScanConfig,
+             states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Gradients (u, delta, A, B, C, D, delta_bias) in float32 or the inputs' dtypes."""
+    from . import triton_scan_kernels as tk
+
+    bt, kd, L = delta.shape
+    K, N = B.shape[1], A.shape[1]
+    dm = kd // K
+    dev = u.device
+    np2 = _pow2(N)
+    n_sub = _cdiv(L, cfg.ts)
+    n_dblk = _cdiv(dm, cfg.bd_bwd)
+    f32 = torch.float32
+    dummy = torch.empty(1, dtype=f32, device=dev)
+    table = order.table if order.table is not None else torch.empty(1, dtype=torch.int32, device=dev)
+    common = dict(MODE=order.mode, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus))
+    bias = delta_bias if delta_bias is not None else dummy
+    shared_u = u.shape[1] != kd
+    gsum = torch.empty(bt * kd * np2 * n_sub, dtype=f32, device=dev)
+    dtsum = torch.empty(bt * kd * n_sub, dtype=f32, device=dev)
+    tk._bwd_summary[(bt * K * n_sub * n_dblk,)](delta, A, C, bias, table, table, gy, gsum, dtsum,
+                                                L, order.H, order.W, K, dm, N, n_dblk, n_sub,
+                                                NP=np2, BD=cfg.bd_bwd, TS=cfg.ts, num_warps=cfg.warps_bwd,
+                                                **common)
+    gin = torch.empty_like(gsum)
+    n_rows = bt * kd * np2
+    tk._carry[(_cdiv(n_rows, cfg.carry_rows),)](gsum, dtsum, A, gin, kd, N, n_rows, n_sub,
+                                                NP=np2, R=cfg.carry_rows, CT=cfg.carry_tile, REVERSE=True)
+    gu = torch.empty(bt, kd, L, dtype=f32 if shared_u else u.dtype, device=dev)
+    gdelta = torch.empty_like(delta)
+    gB, gC = torch.empty_like(B), torch.empty_like(C)
+    gA = torch.empty(bt, n_sub, kd, np2, dtype=f32, device=dev)
+    gD = torch.empty(bt, n_sub, kd, dtype=f32, device=dev) if D is not None else dummy
+    gbias = torch.empty(bt, n_sub, kd, dtype=f32, device=dev) if delta_bias is not None else dummy
+    tk._bwd_output[(bt * K * n_sub,)](u, delta, A, B, C, D if D is not None else dummy, bias, table, table, gy,
+                                      states, gin, gu, gdelta, gB, gC, gA, gD, gbias,
+                                      L, order.H, order.W, K, dm, N, n_dblk, n_sub,
+                                      NP=np2, BD=cfg.bd_bwd, TS=cfg.ts, SHARED_U=shared_u, HAS_D=D is not None,
+                                      num_warps=cfg.warps_bwd, **common)
+    if shared_u:
+        gu = gu.view(bt, K, dm, L).sum(1)
+    gA = gA.sum((0, 1))[:, :N]
+    gD = gD.sum((0, 1)) if D is not None else None
+    gbias = gbias.sum((0, 1)) if delta_bias is not None else None
+    return gu, gdelta, gA, gB, gC, gD, gbias
+
+
+class _TritonScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, orders, delta_softplus, config):
+        bt, K, dm, N, L = _check(u, delta, A, B, C, D, delta_bias, orders)
+        order = describe_orders(orders, u.device)
+        cfg = config or default_config(N, dm, L)
+        ins = [_as_input(t) for t in (u, delta, B, C)]
+        par = [_param(t) for t in (A, D, delta_bias)]
+        needs_grad = any(ctx.needs_input_grad[:7])
+        y, states = forward(ins[0], ins[1], par[0].view(K * dm, N), ins[2], ins[3], par[1], par[2],
+                            delta_softplus, order, cfg, needs_grad)
+        if needs_grad:
+            ctx.save_for_backward(*ins, *par, states)
+            ctx.meta = (order, cfg, bool(delta_softplus), K * dm, N)
+            ctx.like = tuple(None if t is None else (t.dtype, t.shape) for t in (u, delta, A, B, C, D, delta_bias))
+        return y.to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, gy):
+        u, delta, B, C, A, D, bias, states = ctx.saved_tensors
+        order, cfg, softplus, kd, N = ctx.meta
+        grads = backward(gy.contiguous(), u, delta, A.view(kd, N), B, C, D, bias, softplus, order, cfg, states)
+        grads = [None if g is None or not need else g.to(like[0]).view(like[1])
+                 for g, need, like in zip(grads, ctx.needs_input_grad, ctx.like)]
+        return (*grads, None, None, None)
+
+
+def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   D: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
+                   delta_softplus: bool = True, orders: torch.Tensor | None = None,
+                   config: ScanConfig | None = None) -> torch.Tensor:
+    """Same contract as :func:`diffmf_core.ops.scan_reference.selective_scan_reference`; CUDA tensors."""
+    return _TritonScan.apply(u, delta, A, B, C, D, delta_bias, orders, delta_softplus, config)

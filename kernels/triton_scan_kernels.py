@@ -1,0 +1,346 @@
+"""Triton kernels of the chunked selective scan (the host side is triton_scan.py).
+
+Notation: scan step t of direction k reads raster token idx(k, t); per channel c and
+state n, a_t = exp(dt_t * A[c, n]), b_t = dt_t * u_t * B[n, t],
+h_t = a_t * h_{t-1} + b_t, y_t = sum_n C[n, t] * h_t + D[c] * u_t.
+
+Forward, three launches (L is cut into chunks so thousands of programs run at once):
+  1. _fwd_summary: per chunk, the state it would end in from a zero start, and sum(dt).
+  2. _carry:       per (channel, n), a scan over chunks -> the state entering each chunk.
+  3. _fwd_output:  per chunk, the exact scan from that state (tl.associative_scan over
+                   sub-tiles of TS steps, state carried in registers), writing y and,
+                   for the backward pass, the state at every sub-tile start.
+Backward, three launches at sub-tile granularity: _bwd_summary (per sub-tile, the
+gradient it sends left), _carry in reverse, _bwd_output (one program per sub-tile and
+direction, looping over channel blocks so dL/dB and dL/dC are summed in registers).
+
+Token index modes (MODE): 0 identity; 1 the 4 grid directions by arithmetic (code per
+direction: bit 0 = column-major, bit 1 = reversed) on an H x W map; 2 an int32 table.
+"""
+
+# Constexpr branches stay if/else blocks: that is the form every Triton version compiles.
+# ruff: noqa: SIM108
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _linear_combine(a1, b1, a2, b2):
+    # (a1, b1) then (a2, b2): x -> a2 * (a1 * x + b1) + b2
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _tokens(t, k, L, H, W, dirs_ptr, orders_ptr, MODE: tl.constexpr):
+    """Raster index read at scan step t (int32 tensor) of direction k.
+
+    (Scalar conditions are broadcast as ``tensor * 0 + scalar`` in masks below: the
+    interpreter rejects a mask made of a tensor & a scalar.)
+    """
+    if MODE == 0:
+        idx = t
+    elif MODE == 1:
+        code = tl.load(dirs_ptr + k)
+        tt = tl.where((code & 2) != 0, L - 1 - t, t)
+        idx = tl.where((code & 1) != 0, (tt % H) * W + tt // H, tt)
+    else:
+        idx = tl.load(orders_ptr + k * L + t, mask=(t >= 0) & (t < L), other=0)
+    return idx
+
+
+@triton.jit
+def _softplus(x):
+    # log1p(exp(x)) with log1p(e) = log(1+e) * e / ((1+e) - 1), exact where 1+e rounds.
+    e = tl.exp(tl.minimum(x, 20.0))
+    one_e = 1.0 + e
+    lp = tl.where(one_e == 1.0, e, tl.log(one_e) * e / (one_e - 1.0))
+    return tl.where(x > 20.0, x, lp)
+
+
+@triton.jit
+def _load_dt(delta_ptr, row, idx, mask, bias, SOFTPLUS: tl.constexpr):
+    """x = delta + bias and dt (0 where masked) for a [BD, TS] tile."""
+    x = tl.load(delta_ptr + row[:, None] + idx[None, :], mask=mask, other=0.0).to(tl.float32) + bias[:, None]
+    if SOFTPLUS:
+        dt = _softplus(x)
+    else:
+        dt = x
+    return x, tl.where(mask, dt, 0.0)
+
+
+@triton.jit
+def _program_coords(pid, n_dblk, n_chunks, K, Dm, BD: tl.constexpr):
+    dblk = pid % n_dblk
+    rest = pid // n_dblk
+    j = rest % n_chunks
+    bk = rest // n_chunks
+    b = bk // K
+    k = bk % K
+    d = dblk * BD + tl.arange(0, BD)
+    return b, k, j, d
+
+
+@triton.jit
+def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr, hsum_ptr, dtsum_ptr,
+                 L, H, W, K, Dm, N, n_dblk, n_chunks,
+                 NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
+                 MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    b, k, j, d = _program_coords(tl.program_id(0), n_dblk, n_chunks, K, Dm, BD)
+    KD = K * Dm
+    dmask = d < Dm
+    c = k * Dm + d
+    n = tl.arange(0, NP)
+    nmask = n < N
+    A2 = tl.load(A_ptr + c[:, None] * N + n[None, :], mask=dmask[:, None] & nmask[None, :], other=0.0) * LOG2E
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + c, mask=dmask, other=0.0)
+    else:
+        bias = tl.zeros([BD], dtype=tl.float32)
+    drow = (b * KD + c).to(tl.int64) * L
+    if SHARED_U:
+        urow = (b * Dm + d).to(tl.int64) * L
+    else:
+        urow = drow
+    brow = ((b * K + k) * N + n).to(tl.int64) * L
+    h = tl.zeros([BD, NP], dtype=tl.float32)
+    tot = tl.zeros([BD], dtype=tl.float32)
+    for s in range(SUB):
+        t = (j * SUB + s) * TS + tl.arange(0, TS)
+        tmask = t < L
+        idx = _tokens(t, k, L, H, W, dirs_ptr, orders_ptr, MODE)
+        m2 = dmask[:, None] & tmask[None, :]
+        x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS)
+        uu = tl.load(u_ptr + urow[:, None] + idx[None, :], mask=m2, other=0.0).to(tl.float32)
+        Bv = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=nmask[:, None] & tmask[None, :],
+                     other=0.0).to(tl.float32)
+        # Weight of step t in the sub-tile's end state: exp(A * sum of dt after t).
+        after = tl.cumsum(dt, axis=1, reverse=True) - dt
+        w = tl.exp2(A2[:, :, None] * after[:, None, :])
+        hsub = tl.sum(w * ((dt * uu)[:, None, :] * Bv[None, :, :]), axis=2)
+        sub_tot = tl.sum(dt, axis=1)
+        h = tl.exp2(A2 * sub_tot[:, None]) * h + hsub
+        tot += sub_tot
+    rows = (b * KD + c).to(tl.int64)
+    out = (rows[:, None] * NP + n[None, :]) * n_chunks + j
+    tl.store(hsum_ptr + out, h, mask=dmask[:, None] & (n < NP)[None, :])
+    tl.store(dtsum_ptr + rows * n_chunks + j, tot, mask=dmask)
+
+
+@triton.jit
+def _carry(hsum_ptr, dtsum_ptr, A_ptr, out_ptr, KD, N, n_rows, n_chunks,
+           NP: tl.constexpr, R: tl.constexpr, CT: tl.constexpr, REVERSE: tl.constexpr):
+    """out[j] = P_j * out[j -/+ 1] + hsum[j] over chunks (inclusive), P_j = exp(A * dtsum[j])."""
+    pid = tl.program_id(0)
+    rows = pid * R + tl.arange(0, R)  # row = (b * KD + c) * NP + n
+    rmask = rows < n_rows
+    n = rows % NP
+    bc = rows // NP
+    c = bc % KD
+    A2 = tl.load(A_ptr + c * N + n, mask=rmask & (n < N), other=0.0) * LOG2E
+    base = rows.to(tl.int64) * n_chunks
+    dbase = bc.to(tl.int64) * n_chunks
+    carry = tl.zeros([R], dtype=tl.float32)
+    for start in range(0, n_chunks, CT):
+        i = start + tl.arange(0, CT)
+        if REVERSE:
+            jj = n_chunks - 1 - i
+        else:
+            jj = i
+        m = rmask[:, None] & (i < n_chunks)[None, :]
+        hv = tl.load(hsum_ptr + base[:, None] + jj[None, :], mask=m, other=0.0)
+        S = tl.load(dtsum_ptr + dbase[:, None] + jj[None, :], mask=m, other=0.0)
+        P = tl.exp2(A2[:, None] * S)
+        Pc, Hc = tl.associative_scan((P, hv), 1, _linear_combine)
+        res = Hc + Pc * carry[:, None]
+        tl.store(out_ptr + base[:, None] + jj[None, :], res, mask=m)
+        last = tl.arange(0, CT) == CT - 1
+        carry = tl.sum(tl.where(last[None, :], res, 0.0), axis=1)
+
+
+@triton.jit
+def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr, orders_ptr, hin_ptr,
+                y_ptr, states_ptr, L, H, W, K, Dm, N, n_dblk, n_chunks, n_sub,
+                NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
+                MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SOFTPLUS: tl.constexpr, SAVE_STATES: tl.constexpr):
+    b, k, j, d = _program_coords(tl.program_id(0), n_dblk, n_chunks, K, Dm, BD)
+    KD = K * Dm
+    dmask = d < Dm
+    c = k * Dm + d
+    n = tl.arange(0, NP)
+    nmask = n < N
+    A2 = tl.load(A_ptr + c[:, None] * N + n[None, :], mask=dmask[:, None] & nmask[None, :], other=0.0) * LOG2E
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + c, mask=dmask, other=0.0)
+    else:
+        bias = tl.zeros([BD], dtype=tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + c, mask=dmask, other=0.0)
+    else:
+        Dv = tl.zeros([BD], dtype=tl.float32)
+    rows = (b * KD + c).to(tl.int64)
+    drow = rows * L
+    if SHARED_U:
+        urow = (b * Dm + d).to(tl.int64) * L
+    else:
+        urow = drow
+    brow = ((b * K + k) * N + n).to(tl.int64) * L
+    srow = rows[:, None] * NP + n[None, :]
+    # State entering this chunk: the carry scan's inclusive result of chunk j - 1.
+    smask = dmask[:, None] & nmask[None, :]
+    h = tl.load(hin_ptr + srow * n_chunks + (j - 1), mask=smask & (srow * 0 + j > 0), other=0.0)
+    for s in range(SUB):
+        sub = j * SUB + s
+        t = sub * TS + tl.arange(0, TS)
+        tmask = t < L
+        idx = _tokens(t, k, L, H, W, dirs_ptr, orders_ptr, MODE)
+        m2 = dmask[:, None] & tmask[None, :]
+        x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS)
+        uu = tl.load(u_ptr + urow[:, None] + idx[None, :], mask=m2, other=0.0).to(tl.float32)
+        bm = nmask[:, None] & tmask[None, :]
+        Bv = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
+        Cv = tl.load(C_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
+        if SAVE_STATES:
+            tl.store(states_ptr + srow * n_sub + sub, h, mask=smask & (srow * 0 + sub < n_sub))
+        a = tl.exp2(A2[:, :, None] * dt[:, None, :])
+        bx = (dt * uu)[:, None, :] * Bv[None, :, :]
+        Pc, Hc = tl.associative_scan((a, bx), 2, _linear_combine)
+        hs = Hc + Pc * h[:, :, None]
+        y = tl.sum(hs * Cv[None, :, :], axis=1) + Dv[:, None] * uu
+        tl.store(y_ptr + drow[:, None] + idx[None, :], y.to(y_ptr.dtype.element_ty), mask=m2)
+        last = tl.arange(0, TS) == TS - 1
+        h = tl.sum(tl.where(last[None, None, :], hs, 0.0), axis=2)
+
+
+@triton.jit
+def _bwd_summary(delta_ptr, A_ptr, C_ptr, bias_ptr, dirs_ptr, orders_ptr, gy_ptr, gsum_ptr, dtsum_ptr,
+                 L, H, W, K, Dm, N, n_dblk, n_sub,
+                 NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr,
+                 MODE: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """Per sub-tile: G = sum_t exp(A * cumsum(dt)_t) * gy_t * C_t (what it sends left), sum(dt)."""
+    b, k, j, d = _program_coords(tl.program_id(0), n_dblk, n_sub, K, Dm, BD)
+    KD = K * Dm
+    dmask = d < Dm
+    c = k * Dm + d
+    n = tl.arange(0, NP)
+    nmask = n < N
+    A2 = tl.load(A_ptr + c[:, None] * N + n[None, :], mask=dmask[:, None] & nmask[None, :], other=0.0) * LOG2E
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + c, mask=dmask, other=0.0)
+    else:
+        bias = tl.zeros([BD], dtype=tl.float32)
+    rows = (b * KD + c).to(tl.int64)
+    drow = rows * L
+    brow = ((b * K + k) * N + n).to(tl.int64) * L
+    t = j * TS + tl.arange(0, TS)
+    tmask = t < L
+    idx = _tokens(t, k, L, H, W, dirs_ptr, orders_ptr, MODE)
+    m2 = dmask[:, None] & tmask[None, :]
+    x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS)
+    gy = tl.load(gy_ptr + drow[:, None] + idx[None, :], mask=m2, other=0.0).to(tl.float32)
+    Cv = tl.load(C_ptr + brow[:, None] + idx[None, :], mask=nmask[:, None] & tmask[None, :],
+                 other=0.0).to(tl.float32)
+    cs = tl.cumsum(dt, axis=1)
+    w = tl.exp2(A2[:, :, None] * cs[:, None, :])
+    g = tl.sum(w * (gy[:, None, :] * Cv[None, :, :]), axis=2)
+    out = (rows[:, None] * NP + n[None, :]) * n_sub + j
+    tl.store(gsum_ptr + out, g, mask=dmask[:, None] & (n < NP)[None, :])
+    tl.store(dtsum_ptr + rows * n_sub + j, tl.sum(dt, axis=1), mask=dmask)
+
+
+@triton.jit
+def _bwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr, orders_ptr, gy_ptr,
+                states_ptr, gin_ptr, gu_ptr, gdelta_ptr, gB_ptr, gC_ptr, gA_ptr, gD_ptr, gbias_ptr,
+                L, H, W, K, Dm, N, n_dblk, n_sub,
+                NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr,
+                MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SOFTPLUS: tl.constexpr):
+    """One program per (batch, direction, sub-tile): every gradient of the sub-tile."""
+    pid = tl.program_id(0)
+    j = pid % n_sub
+    bk = pid // n_sub
+    b = bk // K
+    k = bk % K
+    KD = K * Dm
+    n = tl.arange(0, NP)
+    nmask = n < N
+    tloc = tl.arange(0, TS)
+    t = j * TS + tloc
+    tmask = t < L
+    idx = _tokens(t, k, L, H, W, dirs_ptr, orders_ptr, MODE)
+    idx1 = _tokens(t + 1, k, L, H, W, dirs_ptr, orders_ptr, MODE)  # next step, for a_{t+1}
+    next_in = (tloc < TS - 1) & (t + 1 < L)
+    brow = ((b * K + k) * N + n).to(tl.int64) * L
+    bm = nmask[:, None] & tmask[None, :]
+    Bv = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
+    Cv = tl.load(C_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
+    gB = tl.zeros([NP, TS], dtype=tl.float32)
+    gC = tl.zeros([NP, TS], dtype=tl.float32)
+    lastt = tloc == TS - 1
+    for dblk in range(n_dblk):
+        d = dblk * BD + tl.arange(0, BD)
+        dmask = d < Dm
+        c = k * Dm + d
+        rows = (b * KD + c).to(tl.int64)
+        drow = rows * L
+        if SHARED_U:
+            urow = (b * Dm + d).to(tl.int64) * L
+        else:
+            urow = drow
+        srow = rows[:, None] * NP + n[None, :]
+        smask = dmask[:, None] & nmask[None, :]
+        A2 = tl.load(A_ptr + c[:, None] * N + n[None, :], mask=smask, other=0.0) * LOG2E
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + c, mask=dmask, other=0.0)
+        else:
+            bias = tl.zeros([BD], dtype=tl.float32)
+        if HAS_D:
+            Dv = tl.load(D_ptr + c, mask=dmask, other=0.0)
+        else:
+            Dv = tl.zeros([BD], dtype=tl.float32)
+        m2 = dmask[:, None] & tmask[None, :]
+        x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS)
+        _, dt1 = _load_dt(delta_ptr, drow, idx1, dmask[:, None] & next_in[None, :], bias, SOFTPLUS)
+        uu = tl.load(u_ptr + urow[:, None] + idx[None, :], mask=m2, other=0.0).to(tl.float32)
+        gy = tl.load(gy_ptr + drow[:, None] + idx[None, :], mask=m2, other=0.0).to(tl.float32)
+        h0 = tl.load(states_ptr + srow * n_sub + j, mask=smask, other=0.0)
+        # Carry from the right: a_{s'} * dL/dh_{s'} at the first step s' of sub-tile j + 1.
+        gr = tl.load(gin_ptr + srow * n_sub + (j + 1), mask=smask & (srow * 0 + j + 1 < n_sub), other=0.0)
+        du = dt * uu
+        a = tl.exp2(A2[:, :, None] * dt[:, None, :])
+        bx = du[:, None, :] * Bv[None, :, :]
+        Pc, Hc = tl.associative_scan((a, bx), 2, _linear_combine)
+        hs = Hc + Pc * h0[:, :, None]
+        # dL/dh_t = gy_t C_t + a_{t+1} dL/dh_{t+1}: a reverse scan; the right carry enters at the end.
+        a1 = tl.exp2(A2[:, :, None] * dt1[:, None, :])
+        cvec = gy[:, None, :] * Cv[None, :, :] + tl.where(lastt[None, None, :], gr[:, :, None], 0.0)
+        _, gh = tl.associative_scan((a1, cvec), 2, _linear_combine, reverse=True)
+        gC += tl.sum(gy[:, None, :] * hs, axis=0)
+        gB += tl.sum(gh * du[:, None, :], axis=0)
+        gdu = tl.sum(gh * Bv[None, :, :], axis=1)
+        # dL/d(dt*A) = dL/dh_t * a_t * h_{t-1} = dL/dh_t * (h_t - b_t)
+        gl = gh * (hs - bx)
+        gdt = tl.sum(gl * A2[:, :, None], axis=1) / LOG2E + gdu * uu
+        gA_part = tl.sum(gl * dt[:, None, :], axis=2)
+        if SOFTPLUS:
+            gx = gdt * tl.where(x > 20.0, 1.0, 1.0 / (1.0 + tl.exp(-x)))
+        else:
+            gx = gdt
+        gx = tl.where(m2, gx, 0.0)
+        gu = gdu * dt + Dv[:, None] * gy
+        # (Bt, K*Dm, L); with a shared u the host sums the K directions.
+        tl.store(gu_ptr + drow[:, None] + idx[None, :], gu.to(gu_ptr.dtype.element_ty), mask=m2)
+        tl.store(gdelta_ptr + drow[:, None] + idx[None, :], gx.to(gdelta_ptr.dtype.element_ty), mask=m2)
+        prow = ((b * n_sub + j) * KD + c).to(tl.int64)  # partials (Bt, n_sub, KD[, NP])
+        tl.store(gA_ptr + prow[:, None] * NP + n[None, :], gA_part, mask=smask)
+        if HAS_D:
+            tl.store(gD_ptr + prow, tl.sum(gy * uu, axis=1), mask=dmask)
+        if HAS_BIAS:
+            tl.store(gbias_ptr + prow, tl.sum(gx, axis=1), mask=dmask)
+    tl.store(gB_ptr + brow[:, None] + idx[None, :], gB.to(gB_ptr.dtype.element_ty), mask=bm)
+    tl.store(gC_ptr + brow[:, None] + idx[None, :], gC.to(gC_ptr.dtype.element_ty), mask=bm)
