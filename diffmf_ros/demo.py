@@ -135,6 +135,12 @@ class _Recorder:
             if status.name.endswith("fusion"):
                 with self.cond:
                     self.diagnostics.append({kv.key: kv.value for kv in status.values})
+                    self.cond.notify_all()
+
+    def wait_for_diagnostics(self, after: int, timeout: float) -> bool:
+        """Wait until more than ``after`` diagnostics messages have arrived."""
+        with self.cond:
+            return self.cond.wait_for(lambda: len(self.diagnostics) > after, timeout)
 
     def wait_for(self, stamp: int, timeout: float) -> bool:
         with self.cond:
@@ -260,7 +266,9 @@ def _play_through_node(settings: DemoSettings, pairs: list[ScenePair], scene_bag
             recorder.wait_for(max(completed), min(settings.frame_timeout, 10.0))
         if node.poll() is not None:
             raise RuntimeError(f"the fusion node exited during playback (code {node.returncode}):\n{_tail(node_log)}")
-        time.sleep(0.2)  # one more diagnostics message, if one is in flight
+        with recorder.cond:
+            seen = len(recorder.diagnostics)
+        recorder.wait_for_diagnostics(seen, 2.5)  # one published after the last frame: final drop counts
         with recorder.cond:
             fused = dict(recorder.fused)
             diagnostics = list(recorder.diagnostics)
@@ -291,7 +299,8 @@ def _measure(result: DemoResult, fused: dict[int, tuple[Any, float]], completed:
         p50s = [float(d["inference_p50_ms"]) for d in diagnostics if float(d.get("inference_p50_ms", 0) or 0) > 0]
         if p50s:
             result.node_info["inference_p50_ms"] = f"{np.median(p50s):.1f}"
-        result.node_info["drops"] = last.get("drops_total", "0")
+        drops = {k[len("drop."):]: v for k, v in last.items() if k.startswith("drop.") and v != "0"}
+        result.node_info["drops"] = ", ".join(f"{k} {v}" for k, v in sorted(drops.items())) or "none"
 
 
 def _write_outputs(settings: DemoSettings, pairs: list[ScenePair], fused: dict[int, tuple[Any, float]], out: Path,
@@ -302,21 +311,27 @@ def _write_outputs(settings: DemoSettings, pairs: list[ScenePair], fused: dict[i
     from .demo_outputs import contact_sheet, side_by_side, write_video
     from .image_conversion import image_to_numpy
 
-    by_stamp = {p.visible_stamp_ns: p for p in pairs}
     first = pairs[0].visible_stamp_ns
     scale = 2 if settings.width < 320 else 1
-    rows = []
-    for stamp in sorted(fused):
-        pair = by_stamp.get(stamp)
-        if pair is None:
-            continue
-        image = image_to_numpy(fused[stamp][0])
-        caption = f"t={(stamp - first) / NS_PER_S:.2f} s"
-        rows.append(side_by_side(pair.thermal, pair.visible, image, scale, caption=caption))
-    if not rows:
+    images = {stamp: image_to_numpy(msg) for stamp, (msg, _) in fused.items()}
+    if not images:
         raise RuntimeError("no fused frames came back from the node; see node.log in the output folder")
-    result.outputs["video"] = str(write_video(out / "side_by_side.mp4", rows, settings.rate_hz))
-    result.outputs["contact_sheet"] = str(contact_sheet(out / "contact_sheet.png", rows))
+    # One video frame per camera frame, showing the newest fused frame at that time: with every
+    # pair fused (paced) that is its own; in --realtime runs a dropped pair shows the last one held.
+    video, sheet = [], []
+    shown = None
+    for pair in pairs:
+        stamp = pair.visible_stamp_ns
+        shown = stamp if stamp in images else shown
+        if shown is None:
+            continue
+        caption = f"t={(shown - first) / NS_PER_S:.2f} s"
+        row = side_by_side(pair.thermal, pair.visible, images[shown], scale, caption=caption)
+        video.append(row)
+        if shown == stamp:
+            sheet.append(row)
+    result.outputs["video"] = str(write_video(out / "side_by_side.mp4", video, settings.rate_hz))
+    result.outputs["contact_sheet"] = str(contact_sheet(out / "contact_sheet.png", sheet))
     with BagWriter(out / "fused_bag", "mcap") as bag:
         conn = bag.add_topic(FUSED_TOPIC, IMAGE)
         for stamp in sorted(fused):

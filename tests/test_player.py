@@ -199,3 +199,25 @@ def test_replay_through_node_over_clock_gives_fused_frames_stamped_with_bag_time
     assert set(stamps) <= {p.visible_stamp_ns for p in pairs}  # bag time, the visible camera's stamps
     assert stamps == sorted(stamps)
     assert {(m.height, m.width, m.encoding, m.header.frame_id) for m in fused} == {(H, W, "bgr8", "visible_camera")}
+
+
+def test_gate_pauses_playback_and_clock_then_keeps_recorded_spacing(tmp_path, player_node):
+    _scene_bag(tmp_path / "bag", 3, rate_hz=10.0)
+    player = BagPlayer(player_node, tmp_path / "bag", rate=1.0, clock=True, clock_hz=100.0)
+    ticks_during_gate, published = [], []
+
+    def gate(topic, log_ns):
+        if len(published) == 2:  # hold the second pair back for a while
+            before = player.stats.clock_ticks
+            time.sleep(0.4)
+            ticks_during_gate.append(player.stats.clock_ticks - before)
+
+    stats = player.play(on_publish=lambda topic, log_ns, wall: published.append((log_ns, time.monotonic())),
+                        gate=gate)
+    player.close()
+    assert ticks_during_gate == [0]  # the bag's clock stood still while paused
+    assert len(published) == 6 and stats.published["/thermal/image_raw"] == 3
+    # After the pause the recorded spacing resumes (no burst of overdue messages).
+    for (log_a, wall_a), (log_b, wall_b) in zip(published[2:], published[3:]):
+        assert wall_b - wall_a >= (log_b - log_a) / NS - 1e-3
+    assert published[2][1] - published[1][1] >= 0.4
