@@ -72,6 +72,14 @@ def test_ema_weights_are_preferred_and_the_newest_iteration_is_the_default(tmp_p
     assert _read(tmp_path / "out" / "00.png").dtype == np.uint8
 
 
+def test_pairs_option_fuses_only_the_matching_pairs(tmp_path, ckpt, capsys):
+    write_pairs(tmp_path / "test" / "TNO", names=["01", "02", "03", "04"], size=(16, 16))
+    assert main(_seed_args(ckpt, tmp_path / "test", tmp_path / "out", dataset="TNO") + ["--pairs", "*[02468]"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["02.png", "04.png"]
+    assert main(_seed_args(ckpt, tmp_path / "test", tmp_path / "out", dataset="TNO") + ["--pairs", "x*"]) == 2
+    assert "--pairs: pattern(s) 'x*' match none" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("breakage,message", [
     ("no_dataset", "no such folder"),
     ("no_iteration", "no checkpoint of iteration 7"),

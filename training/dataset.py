@@ -83,16 +83,19 @@ def pair_matches(pair: Pair, pattern: str) -> bool:
     return any(fnmatch.fnmatchcase(key, pattern) for key in keys)
 
 
-def select_pairs(pairs: Sequence[Pair], include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list[Pair]:
+def select_pairs(pairs: Sequence[Pair], include: Sequence[str] = (), exclude: Sequence[str] = (),
+                 source: str = "datasets.train") -> list[Pair]:
     """Keep pairs matching any ``include`` glob (all when empty), then drop those matching any ``exclude``.
 
-    A pattern that matches no pair at all is an error: a typo must not silently change the split.
+    A pattern that matches no pair at all is an error (naming ``source``): a typo must not silently
+    change the split.
     """
     include, exclude = read_pattern_list(include), read_pattern_list(exclude)
     for role, patterns in (("include", include), ("exclude", exclude)):
         dead = [p for p in patterns if not any(pair_matches(pair, p) for pair in pairs)]
         if dead:
-            raise DatasetError(f"datasets.train.{role}: pattern(s) {', '.join(repr(p) for p in dead)} match none "
+            label = source if source.startswith("--") else f"{source}.{role}"
+            raise DatasetError(f"{label}: pattern(s) {', '.join(repr(p) for p in dead)} match none "
                                f"of the {len(pairs)} pairs (patterns match a stem, a file name or <root>/<stem>)")
     kept = [p for p in pairs if not include or any(pair_matches(p, pat) for pat in include)]
     return [p for p in kept if not any(pair_matches(p, pat) for pat in exclude)]

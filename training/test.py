@@ -24,7 +24,7 @@ from tqdm import tqdm
 from diffmf_core import CheckpointError, FusionEngine
 from diffmf_core.images import ImageReadError, read_image, write_image
 
-from .dataset import DatasetError, match_folder_pairs
+from .dataset import DatasetError, match_folder_pairs, select_pairs
 
 log = logging.getLogger("diffmf_training.test")
 _WEIGHTS = re.compile(r"^(\d+)_([EG])\.safetensors$")
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--A_dir", default="ir", help="infrared sub-folder (default ir)")
     p.add_argument("--B_dir", default="vi", help="visible sub-folder (default vi)")
     p.add_argument("--root", default="dataset/test", help="folder holding the test sets (default dataset/test)")
+    p.add_argument("--pairs", default=None, metavar="GLOBS",
+                   help="fuse only the pairs whose stem or file name matches one of these comma-separated globs "
+                        "(e.g. '*[02468]'); @FILE reads them one per line")
     p.add_argument("--out", default=None, help="output folder (default results/DIFFMF_<dataset>)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--dtype", default="auto", help="auto (bf16/fp16 on CUDA, float32 on CPU), float32, bf16, fp16")
@@ -90,6 +93,9 @@ def run(args: argparse.Namespace) -> str:
         log.warning("skipped: %s", line)
     if not pairs:
         raise InputError(f"no pair in {ir_dir} and {vi_dir} (pairs share a file name)")
+    if args.pairs:
+        pairs = select_pairs(pairs, include=[t.strip() for t in args.pairs.split(",") if t.strip()],
+                             source="--pairs")
     out = Path(args.out) if args.out else Path("results") / f"DIFFMF_{args.dataset}"
     log.info("%s", note)
     engine = FusionEngine(weights, device=args.device, dtype=args.dtype, cuda_graphs=False)

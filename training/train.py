@@ -207,7 +207,7 @@ class Trainer:
                                          progress=progress and ctx.is_main)
         sampler = PairStreamSampler(len(self.dataset), self.global_batch, ctx.rank, ctx.world_size, self.seed,
                                     data["dataloader_shuffle"], start_iter=self.iteration)
-        workers = data["num_workers"]
+        workers = min(data["num_workers"], _cpu_count())
         self.loader = DataLoader(self.dataset, batch_size=self.global_batch // ctx.world_size, sampler=sampler,
                                  num_workers=workers, pin_memory=ctx.device.type == "cuda",
                                  persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
@@ -484,6 +484,10 @@ def main(argv: list[str] | None = None) -> int:
     if _launcher_rank() == 0:
         print(result.summary())
     return 0
+
+
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _launcher_rank() -> int:
