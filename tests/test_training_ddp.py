@@ -94,7 +94,7 @@ def test_two_gloo_processes_agree_and_match_one_process(tmp_path, ddp_options):
 
 
 @pytest.mark.slow
-def test_the_seed_launch_command_trains_with_ddp(tmp_path, ddp_options):
+def test_the_seed_launch_command_trains_and_resumes_with_ddp(tmp_path, ddp_options):
     opt_file = tmp_path / "seed.json"
     opt_file.write_text(json.dumps(ddp_options))
     cmd = [sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=2", f"--master_port={_free_port()}",
@@ -104,6 +104,12 @@ def test_the_seed_launch_command_trains_with_ddp(tmp_path, ddp_options):
     assert "global batch 4 on 2 x cpu" in done.stderr
     assert "3 iterations (0 -> 3" in done.stdout
     assert (tmp_path / "run" / "unit" / "models" / "3_state.json").is_file()
+
+    resume = subprocess.run(cmd + ["--resume", "--set", "train.max_iter=5"], cwd=TRAINING_DIR, env=_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert resume.returncode == 0, resume.stderr[-3000:]
+    assert "2 iterations (3 -> 5" in resume.stdout
+    assert (tmp_path / "run" / "unit" / "models" / "5_state.json").is_file()
 
 
 def test_local_rank_flag_in_both_spellings_and_its_agreement_with_the_environment(monkeypatch):

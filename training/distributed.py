@@ -104,6 +104,15 @@ def any_rank(ctx: DistContext, flag: bool) -> bool:
     return bool(t.item() > 0)
 
 
+def min_max_over_ranks(ctx: DistContext, value: int) -> tuple[int, int]:
+    """(smallest, largest) of an integer across the processes (to check that they agree)."""
+    if not ctx.distributed:
+        return value, value
+    t = torch.tensor([-value, value], dtype=torch.int64, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return -int(t[0].item()), int(t[1].item())
+
+
 def mean_over_ranks(ctx: DistContext, values: torch.Tensor) -> torch.Tensor:
     if ctx.distributed:
         values = values.clone()

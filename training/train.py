@@ -233,14 +233,18 @@ class Trainer:
         models = self.dirs["models"]
         if which == "latest":
             it = latest_complete(models)
-            if it is None:
-                log.info("--resume: no complete checkpoint in %s; starting from iteration 0", models)
-                return None
         else:
             try:
                 it = int(which)
             except ValueError as exc:
                 raise ResumeError(f"--resume {which!r}: expected an iteration number or nothing") from exc
+        low, high = distributed.min_max_over_ranks(self.ctx, -1 if it is None else it)
+        if low != high:  # e.g. a multi-node run whose nodes do not share the checkpoint folder
+            raise ResumeError(f"--resume: the processes see different newest checkpoints in {models} "
+                              f"({low} and {high}; -1 = none); every node needs the same checkpoint folder")
+        if it is None:
+            log.info("--resume: no complete checkpoint in %s; starting from iteration 0", models)
+            return None
         state = load_state(models, it)
         g_path = weights_path(models, it, "G")
         _check_same_architecture(g_path, self.config)
@@ -313,7 +317,7 @@ class Trainer:
         if self.E is not None:
             self.E.update_parameters(self.G)
         self.iteration += 1
-        self._last = (ir, vi, fused)
+        self._last = (ir, vi, fused.detach())
         return torch.stack([loss.detach(), *(parts[k].detach() for k in LOSS_PARTS[1:])])
 
     def _write_samples(self, writer) -> None:
