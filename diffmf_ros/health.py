@@ -20,6 +20,8 @@ __all__ = ["CameraEvent", "HealthMonitor", "LatencyWindow", "RateMeter"]
 
 OK, WARN, ERROR = 0, 1, 2
 
+TIMINGS = ("inference", "overhead", "latency", "callback", "prepare", "publish")
+
 # Drops that are the real-time policy working as intended (not bad input).
 POLICY_DROPS = frozenset({"superseded", "unpaired", "stale", "out_of_order", "clock_jump", "duplicate_stamp"})
 
@@ -79,7 +81,8 @@ def peak_rss_mb() -> float:
 class HealthMonitor:
     """Counters and windows shared by callbacks, worker and timers (one lock, held briefly)."""
 
-    def __init__(self, streams: tuple[str, ...], camera_timeout: float, clock=time.monotonic) -> None:
+    def __init__(self, streams: tuple[str, ...], camera_timeout: float, window: int = 300,
+                 clock=time.monotonic) -> None:
         self.streams = streams
         self.camera_timeout = camera_timeout
         self._clock = clock
@@ -94,9 +97,10 @@ class HealthMonitor:
         self._drops_at_last_report: collections.Counter[str] = collections.Counter()
         self.fused = 0
         self.passed_through = 0
-        self.inference_ms = LatencyWindow()
-        self.overhead_ms = LatencyWindow()
-        self.latency_ms = LatencyWindow()
+        # inference: the model; overhead: everything else the node spends on a published frame
+        # (conversion of both inputs, prepare = normalise + register, publish = encode + send);
+        # callback: a whole subscription callback (conversion + pairing); latency: stamp -> publish.
+        self.timings = {name: LatencyWindow(window) for name in TIMINGS}
         self.pending: dict[str, int] = {}
         self.pending_peak = 0
 
@@ -123,16 +127,20 @@ class HealthMonitor:
             self.pending = dict(lengths, slot=slot)
             self.pending_peak = max(self.pending_peak, *lengths.values(), slot)
 
-    def published(self, inference_ms: float | None, overhead_ms: float, latency_ms: float) -> None:
+    def timed(self, name: str, milliseconds: float) -> None:
+        with self._lock:
+            self.timings[name].add(milliseconds)
+
+    def published(self, fused: bool, **milliseconds: float) -> None:
+        """One output frame (fused, or passed through) and its timings by name (see TIMINGS)."""
         with self._lock:
             self._output_rate.tick(self._clock())
-            if inference_ms is None:
-                self.passed_through += 1
-            else:
+            if fused:
                 self.fused += 1
-                self.inference_ms.add(inference_ms)
-            self.overhead_ms.add(overhead_ms)
-            self.latency_ms.add(latency_ms)
+            else:
+                self.passed_through += 1
+            for name, value in milliseconds.items():
+                self.timings[name].add(value)
 
     # -- read by the node -----------------------------------------------------------------
     def is_lost(self, stream: str) -> bool:
@@ -180,9 +188,7 @@ class HealthMonitor:
                 "fused": self.fused,
                 "passed_through": self.passed_through,
                 "drops": dict(self.drops),
-                "inference_ms": (self.inference_ms.percentile(50), self.inference_ms.percentile(99)),
-                "overhead_ms": (self.overhead_ms.percentile(50), self.overhead_ms.percentile(99)),
-                "latency_ms": (self.latency_ms.percentile(50), self.latency_ms.percentile(99)),
+                **{f"{name}_ms": (w.percentile(50), w.percentile(99)) for name, w in self.timings.items()},
                 "pending": dict(self.pending),
                 "pending_peak": self.pending_peak,
                 "peak_rss_mb": peak_rss_mb(),

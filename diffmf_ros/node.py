@@ -42,7 +42,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from .health import HealthMonitor
+from .health import TIMINGS, HealthMonitor
 from .image_conversion import ImageConversionError, compressed_to_numpy, image_to_numpy, numpy_to_image_fields
 from .params import NODE_NAME, NodeSettings, declare_parameters, read_settings
 from .registration import Registration, RegistrationError
@@ -60,7 +60,7 @@ class Frame:
     pixels: np.ndarray
     stamp_ns: int
     frame_id: str
-    callback_ms: float  # conversion (+ pairing, once known) time spent in the callback
+    convert_ms: float  # time spent turning the message into pixels
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ class FusionNode(LifecycleNode):
 
     def on_activate(self, state: Any) -> TransitionCallbackReturn:
         s = self.settings
-        self.health = HealthMonitor(STREAMS, s.camera_timeout)
+        self.health = HealthMonitor(STREAMS, s.camera_timeout, s.stats_window)
         self.slot: LatestSlot[Pair | Passthrough] = LatestSlot()
         self.pairer = ApproximateTimePairer(s.slop, s.queue_size, reference=s.reference)
         self._pairer_drops_seen: collections.Counter[str] = collections.Counter()
@@ -284,6 +284,7 @@ class FusionNode(LifecycleNode):
         for pair in pairs:
             self._hand_over(pair)
         self.health.queues(self.pairer.queue_lengths(), len(self.slot))
+        self.health.timed("callback", (time.perf_counter() - started) * 1e3)
 
     def _accept(self, stream: str, msg: Any, started: float) -> Frame | None:
         """Arrival bookkeeping, clock checks, conversion; the frame, or None when it was dropped."""
@@ -397,9 +398,15 @@ class FusionNode(LifecycleNode):
             panels = [to_output(to_display_uint8(p), "rgb8") for p in (thermal, visible, fused)]
             self._publish(self.debug_pub, np.hstack(panels), "bgr8", pair.stamp_ns, s.frame_id or reference.frame_id)
         t3 = time.perf_counter()
-        overhead_ms = pair.ir.callback_ms + pair.vi.callback_ms + ((t1 - t0) + (t3 - t2)) * 1e3
-        latency_ms = (self.get_clock().now().nanoseconds - pair.stamp_ns) / 1e6
-        self.health.published((t2 - t1) * 1e3, overhead_ms, latency_ms)
+        prepare_ms, publish_ms = (t1 - t0) * 1e3, (t3 - t2) * 1e3
+        self.health.published(
+            True,
+            inference=(t2 - t1) * 1e3,
+            prepare=prepare_ms,
+            publish=publish_ms,
+            overhead=pair.ir.convert_ms + pair.vi.convert_ms + prepare_ms + publish_ms,
+            latency=(self.get_clock().now().nanoseconds - pair.stamp_ns) / 1e6,
+        )
 
     def _pass_through(self, item: Passthrough) -> None:
         s = self.settings
@@ -409,8 +416,11 @@ class FusionNode(LifecycleNode):
             pixels = self.normalise(pixels)
         self._publish(self.fused_pub, to_output(to_display_uint8(pixels), s.output_encoding), s.output_encoding,
                       item.frame.stamp_ns, s.frame_id or item.frame.frame_id)
-        overhead_ms = item.frame.callback_ms + (time.perf_counter() - t0) * 1e3
-        self.health.published(None, overhead_ms, (self.get_clock().now().nanoseconds - item.frame.stamp_ns) / 1e6)
+        self.health.published(
+            False,
+            overhead=item.frame.convert_ms + (time.perf_counter() - t0) * 1e3,
+            latency=(self.get_clock().now().nanoseconds - item.frame.stamp_ns) / 1e6,
+        )
 
     def _publish(self, publisher: Any, pixels: np.ndarray, encoding: str, stamp_ns: int, frame_id: str) -> None:
         msg = Image(**numpy_to_image_fields(pixels, encoding, as_bytes=True))
@@ -469,12 +479,11 @@ class FusionNode(LifecycleNode):
             "drops_total": sum(snap["drops"].values()),
             **{f"drop.{reason}": count for reason, count in sorted(snap["drops"].items())},
             "clock_jumps": self.clock_jumps,
-            "inference_p50_ms": f"{snap['inference_ms'][0]:.2f}",
-            "inference_p99_ms": f"{snap['inference_ms'][1]:.2f}",
-            "overhead_p50_ms": f"{snap['overhead_ms'][0]:.2f}",
-            "overhead_p99_ms": f"{snap['overhead_ms'][1]:.2f}",
-            "latency_p50_ms": f"{snap['latency_ms'][0]:.2f}",
-            "latency_p99_ms": f"{snap['latency_ms'][1]:.2f}",
+            **{
+                f"{name}_p{q}_ms": f"{snap[f'{name}_ms'][i]:.2f}"
+                for name in TIMINGS
+                for i, q in enumerate((50, 99))
+            },
             "pending_thermal": snap["pending"].get(THERMAL, 0),
             "pending_visible": snap["pending"].get(VISIBLE, 0),
             "pending_slot": snap["pending"].get("slot", 0),

@@ -65,6 +65,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "health.passthrough": (True, "while one camera is lost, publish the other on the fused topic"),
     "health.diagnostics_period": (1.0, "seconds between /diagnostics messages"),
     "health.summary_period": (5.0, "seconds between one-line log summaries; 0: none"),
+    "health.stats_window": (300, "how many recent frames the p50/p99 figures cover"),
     "limits.max_image_pixels": (4096 * 4096, "frames with more pixels are dropped before conversion"),
 }
 
@@ -112,6 +113,7 @@ class NodeSettings:
     passthrough: bool = True
     diagnostics_period: float = 1.0
     summary_period: float = 5.0
+    stats_window: int = 300
     max_image_pixels: int = 4096 * 4096
 
 
@@ -210,6 +212,7 @@ def settings_from_values(values: dict[str, Any]) -> NodeSettings:
         passthrough=_flag(v, "health.passthrough"),
         diagnostics_period=_number(v, "health.diagnostics_period", float, 0, strictly=True),
         summary_period=_number(v, "health.summary_period", float, 0),
+        stats_window=_number(v, "health.stats_window", int, 1),
         max_image_pixels=_number(v, "limits.max_image_pixels", int, 1),
     )
 
