@@ -145,3 +145,18 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert main(["--opt", str(opt_file), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing folder" in err[0]
+
+
+def test_tensorboard_logs_when_installed_and_is_skipped_with_a_warning_when_not(tmp_path, data, one_thread,
+                                                                                 monkeypatch, caplog):
+    opt = normalise(small_options(tmp_path / "tb", data, max_iter=1, checkpoint_print=1, tensorboard=True))
+    pytest.importorskip("tensorboard")
+    train(opt, progress=False)
+    assert list((tmp_path / "tb" / "unit" / "tensorboard").glob("events.out.tfevents.*"))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the package were missing
+    opt = normalise(small_options(tmp_path / "no_tb", data, max_iter=1, checkpoint_print=1, tensorboard=True))
+    with caplog.at_level("WARNING", logger="diffmf_training"):
+        result = train(opt, progress=False)
+    assert result.end_iter == 1 and "tensorboard is not installed" in caplog.text
+    assert (tmp_path / "no_tb" / "unit" / "images" / "1.png").is_file()
