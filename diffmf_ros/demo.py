@@ -56,6 +56,7 @@ class DemoSettings:
     width: int = 320
     height: int = 256
     seed: int = 0
+    source: str = "scene"  # scene: generated; shared: real pairs from ../shared/data
     realtime: bool = False
     time_budget: float = 100.0  # seconds, the whole run; playback stops early to keep it
     domain_id: int | None = None
@@ -186,15 +187,15 @@ def run_demo(settings: DemoSettings, log: Any = print) -> DemoResult:
     os.environ["ROS_DOMAIN_ID"] = str(domain)
     result = DemoResult()
 
-    pairs = list(sequence(settings.frames, settings.rate_hz, settings.width, settings.height, settings.seed))
+    pairs, described = _make_sequence(settings)
     scene_bag = out / "scene_bag"
     write_scene_bag(
         scene_bag, pairs,
-        thermal=CameraTopic(THERMAL_TOPIC, "raw", "mono16", "thermal_camera"),
+        thermal=CameraTopic(THERMAL_TOPIC, "raw", frame_id="thermal_camera"),
         visible=CameraTopic(VISIBLE_TOPIC, "jpeg", frame_id="visible_camera"),
         storage="mcap", delivery_delay_s=DELIVERY_DELAY_S,
     )
-    log(f"diffmf_demo: scene: {len(pairs)} thermal/visible pairs, {settings.width}x{settings.height} at"
+    log(f"diffmf_demo: {described}: {len(pairs)} thermal/visible pairs, {settings.width}x{settings.height} at"
         f" {settings.rate_hz:g} Hz -> {scene_bag} (ROS_DOMAIN_ID={domain}, localhost only)")
 
     node_log = out / "node.log"
@@ -208,6 +209,19 @@ def run_demo(settings: DemoSettings, log: Any = print) -> DemoResult:
     _write_outputs(settings, pairs, fused, out, result)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _make_sequence(settings: DemoSettings) -> tuple[list[ScenePair], str]:
+    if settings.source == "shared":
+        from .shared_pairs import find_shared_data, panning_sequence
+
+        root = find_shared_data()
+        if root is None:
+            raise FileNotFoundError("--source shared: no ../shared/data beside the checkout (or $DIFFMF_SHARED_DATA)")
+        pairs = panning_sequence(root, settings.frames, settings.rate_hz, settings.width, settings.height)
+        return pairs, f"real MSRS pairs from {root}"
+    pairs = list(sequence(settings.frames, settings.rate_hz, settings.width, settings.height, settings.seed))
+    return pairs, "generated scene"
 
 
 def _play_through_node(settings: DemoSettings, pairs: list[ScenePair], scene_bag: Path, node: subprocess.Popen,
@@ -354,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=d.width, help=f"frame width (default {d.width})")
     p.add_argument("--height", type=int, default=d.height, help=f"frame height (default {d.height})")
     p.add_argument("--seed", type=int, default=d.seed, help="scene layout seed")
+    p.add_argument("--source", choices=("scene", "shared"), default=d.source,
+                   help="scene: the generated street (default); shared: pan over real pairs from ../shared/data")
     p.add_argument("--realtime", action="store_true",
                    help="play at the recorded rate and let the node drop what it cannot keep up with")
     p.add_argument("--time-budget", type=float, default=d.time_budget, metavar="SECONDS",
@@ -374,12 +390,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     settings = DemoSettings(
         out=Path(args.out), frames=args.frames, rate_hz=args.rate_hz, width=args.width, height=args.height,
-        seed=args.seed, realtime=args.realtime, time_budget=args.time_budget, domain_id=args.domain_id,
-        checkpoint=args.checkpoint, device=args.device,
+        seed=args.seed, source=args.source, realtime=args.realtime, time_budget=args.time_budget,
+        domain_id=args.domain_id, checkpoint=args.checkpoint, device=args.device,
     )
     try:
         result = run_demo(settings)
-    except (RuntimeError, FileExistsError, OSError) as exc:
+    except (RuntimeError, OSError, ValueError) as exc:  # node failure, output folder, unreadable data
         print(f"diffmf_demo: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

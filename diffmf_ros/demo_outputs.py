@@ -18,8 +18,8 @@ LABELS = ("thermal", "visible", "fused")
 
 
 def thermal_for_display(thermal: np.ndarray) -> np.ndarray:
-    """16-bit thermal as 8-bit white-hot gray (the node's percentile stretch)."""
-    unit = ThermalNormaliser(ThermalSettings(mode="percentile"))(thermal)
+    """Thermal as 8-bit white-hot gray, as the node's default normalisation gives it to the model."""
+    unit = ThermalNormaliser(ThermalSettings(mode="auto"))(thermal)
     return (unit * 255.0 + 0.5).astype(np.uint8) if unit.dtype != np.uint8 else unit
 
 

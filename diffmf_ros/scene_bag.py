@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .bag_io import COMPRESSED, IMAGE, BagWriter, build_compressed, build_image
 from .synthetic_scene import ScenePair
 
@@ -24,7 +26,7 @@ FORMATS = ("raw", "png", "jpeg")
 class CameraTopic:
     topic: str
     fmt: str = "raw"  # one of FORMATS
-    encoding: str = ""  # raw only; default mono16 for thermal, bgr8 for visible
+    encoding: str = ""  # raw only; default mono8/mono16 (by dtype) for thermal, bgr8 for visible
     frame_id: str = ""
 
     @property
@@ -53,7 +55,8 @@ def write_scene_bag(
                                                                               ("visible", visible))}
         for pair in pairs:
             frames = [
-                ("thermal", thermal, pair.thermal, pair.thermal_stamp_ns, "mono16"),
+                ("thermal", thermal, pair.thermal, pair.thermal_stamp_ns,
+                 "mono16" if pair.thermal.dtype == np.uint16 else "mono8"),
                 ("visible", visible, pair.visible, pair.visible_stamp_ns, "bgr8"),
             ]
             for name, camera, array, stamp, default_encoding in sorted(frames, key=lambda f: f[3]):

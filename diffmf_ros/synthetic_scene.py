@@ -49,7 +49,7 @@ class _Vehicle:
 class ScenePair:
     """One thermal and one visible frame with the stamps their cameras gave them."""
 
-    thermal: np.ndarray  # uint16 centikelvin, H x W
+    thermal: np.ndarray  # H x W; uint16 centikelvin from the generated scene, uint8 from real 8-bit data
     visible: np.ndarray  # uint8 RGB, H x W x 3
     thermal_stamp_ns: int
     visible_stamp_ns: int

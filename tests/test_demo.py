@@ -61,3 +61,14 @@ def test_demo_refuses_a_folder_it_did_not_write(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"diffmf_demo: error: {tmp_path / 'scene_bag'} exists and is not a bag this demo wrote;"
                    " choose another --out"]
+
+
+def test_shared_pairs_become_a_registered_panning_sequence(shared_data):
+    from diffmf_ros.shared_pairs import panning_sequence
+
+    pairs = panning_sequence(shared_data, 6, rate_hz=10.0, width=W, height=H, pairs=2)
+    assert len(pairs) == 6
+    assert [p.visible_stamp_ns - pairs[0].visible_stamp_ns for p in pairs] == [i * 100_000_000 for i in range(6)]
+    assert all(p.thermal.shape == (H, W) and p.visible.shape == (H, W, 3) for p in pairs)
+    assert all(p.thermal_stamp_ns > p.visible_stamp_ns for p in pairs)
+    assert (pairs[0].thermal != pairs[2].thermal).any()  # the camera pans within one pair
