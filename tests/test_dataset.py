@@ -107,14 +107,17 @@ def test_evaluation_split_patterns_exclude_even_tno_and_msrs_0_to_4(tmp_path):
     assert [p.name for p in only] == ["RoadScene/FLIR_00211", "RoadScene/FLIR_04424"]
 
 
-def test_patterns_from_a_list_file_and_dead_patterns_are_errors(tmp_path):
+def test_patterns_from_a_list_file_and_patterns_that_match_nothing(tmp_path, caplog):
     write_pairs(tmp_path / "TNO", n=3)
     pairs = find_pairs([tmp_path / "TNO"])
     listing = tmp_path / "eval.txt"
     listing.write_text("# evaluation pairs\nTNO/00\n01.png\n")
     assert [p.name for p in select_pairs(pairs, exclude=[f"@{listing}"])] == ["TNO/02"]
-    with pytest.raises(DatasetError, match="'MSRS/\\*' match none"):
-        select_pairs(pairs, exclude=["MSRS/*"])
+    with pytest.raises(DatasetError, match="include: pattern\\(s\\) 'MSRS/\\*' match none"):
+        select_pairs(pairs, include=["MSRS/*"])  # a typo must not shrink the set silently
+    with caplog.at_level("WARNING", logger="diffmf_training"):
+        assert len(select_pairs(pairs, exclude=["MSRS/*"])) == 3  # e.g. a split packed without those pairs
+    assert "'MSRS/*' matches none of the 3 pairs" in caplog.text
 
 
 def test_stream_is_the_same_however_it_is_split_or_resumed():

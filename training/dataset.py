@@ -17,6 +17,7 @@ same file names (the extension may differ). Several dataroots are mixed into one
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,7 @@ from tqdm import tqdm
 from diffmf_core.colour import luma
 from diffmf_core.images import ImageReadError, read_image, to_float01
 
+log = logging.getLogger("diffmf_training")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pnm"})
 AUGMENT_MODES = 8
 
@@ -87,16 +89,20 @@ def select_pairs(pairs: Sequence[Pair], include: Sequence[str] = (), exclude: Se
                  source: str = "datasets.train") -> list[Pair]:
     """Keep pairs matching any ``include`` glob (all when empty), then drop those matching any ``exclude``.
 
-    A pattern that matches no pair at all is an error (naming ``source``): a typo must not silently
-    change the split.
+    An include pattern that matches no pair is an error naming ``source`` (a typo must not silently
+    shrink the set); an exclude pattern that matches none is logged as a warning (the data may
+    already be without those pairs, e.g. a packed training split).
     """
     include, exclude = read_pattern_list(include), read_pattern_list(exclude)
-    for role, patterns in (("include", include), ("exclude", exclude)):
-        dead = [p for p in patterns if not any(pair_matches(pair, p) for pair in pairs)]
-        if dead:
-            label = source if source.startswith("--") else f"{source}.{role}"
-            raise DatasetError(f"{label}: pattern(s) {', '.join(repr(p) for p in dead)} match none "
-                               f"of the {len(pairs)} pairs (patterns match a stem, a file name or <root>/<stem>)")
+    dead = [p for p in include if not any(pair_matches(pair, p) for pair in pairs)]
+    if dead:
+        label = source if source.startswith("--") else f"{source}.include"
+        raise DatasetError(f"{label}: pattern(s) {', '.join(repr(p) for p in dead)} match none of the "
+                           f"{len(pairs)} pairs (patterns match a stem, a file name or <root>/<stem>)")
+    for pattern in exclude:
+        if not any(pair_matches(pair, pattern) for pair in pairs):
+            log.warning("%s.exclude: pattern %r matches none of the %d pairs: nothing left out by it",
+                        source, pattern, len(pairs))
     kept = [p for p in pairs if not include or any(pair_matches(p, pat) for pat in include)]
     return [p for p in kept if not any(pair_matches(p, pat) for pat in exclude)]
 
