@@ -417,14 +417,14 @@ def train(opt: dict[str, Any], resume: str | None = None, device: str | None = N
     ctx = distributed.setup(opt["dist"], local_rank, device)
     handler = None
     try:
+        trainer = Trainer(opt, ctx, resume, progress)  # checks data and checkpoints before any output exists
         if ctx.is_main:
-            dirs = task_dirs(opt)
-            dirs["task"].mkdir(parents=True, exist_ok=True)
-            handler = logging.FileHandler(dirs["task"] / "train.log", encoding="utf-8")
+            trainer.dirs["task"].mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(trainer.dirs["task"] / "train.log", encoding="utf-8")
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             log.addHandler(handler)
         with logging_redirect_tqdm(loggers=[logging.root]):
-            return Trainer(opt, ctx, resume, progress).run()
+            return trainer.run()
     finally:
         if handler is not None:
             log.removeHandler(handler)
