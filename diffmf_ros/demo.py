@@ -96,6 +96,9 @@ def node_command(settings: DemoSettings) -> list[str]:
         "model.warmup_height": settings.height,
         "model.device": settings.device,
         "output.encoding": "bgr8",
+        # A replayed bag should arrive whole (ros2 bag play publishes reliably too); live
+        # cameras keep the node's best-effort sensor-data default.
+        "qos.input.reliability": "reliable",
         # Paced playback pauses both cameras between frames; that is not a camera failure,
         # and a passed-through raw frame must not be mistaken for a fused one.
         "health.passthrough": "false",
