@@ -170,11 +170,14 @@ def fuse_bag(
     """
     if output_bag is None and video is None and png_dir is None:
         raise ValueError("nothing to write: give an output bag, a video file or a PNG folder")
+    if options.copy_topics is not None and output_bag is None:
+        raise ValueError("copying topics needs an output bag")
     summary = FuseSummary()
     fuser = PairFuser(engine, options)
     pairer = ApproximateTimePairer(options.slop, options.queue_size, options.reference)
     sinks: list[FrameSink] = []
     out: BagWriter | None = None
+    start = time.perf_counter()
     with BagReader(input_bag) as bag:
         streams = {
             "thermal": bag.connection(options.thermal_topic, IMAGE_TYPES),
@@ -204,7 +207,6 @@ def fuse_bag(
             copy_ids = {c.id for c in copy}
             wanted = [c for c in bag.reader.connections if c.id in by_id or c.id in copy_ids]
             total = sum(c.msgcount for c in wanted)
-            start = time.perf_counter()
             # tqdm: disable=None hides the bar when stderr is not a terminal.
             with tqdm(total=total, unit="msg", desc="diffmf_bag", dynamic_ncols=True,
                       disable=None if progress is None else not progress) as bar:
@@ -228,11 +230,11 @@ def fuse_bag(
                         summary.pairs += 1
                         _fuse_pair(pair, log_ns, fuser, options, sinks, summary)
                     bar.set_postfix(fused=summary.fused, refresh=False)
-            summary.seconds = time.perf_counter() - start
         except BagError as exc:
             exc.summary = summary  # what was done before the failure, for the report
             raise
         finally:
+            summary.seconds = time.perf_counter() - start
             pairer.finish()
             for reason, count in pairer.drops.items():
                 summary.drops[reason] = count
@@ -265,6 +267,9 @@ def _fuse_pair(pair: Pair, log_ns: int, fuser: PairFuser, options: FuseOptions, 
         fused = fuser(thermal, visible)
     except RegistrationError as exc:
         summary.drops[exc.reason] += 1
+        return
+    except ValueError:  # the engine refusing a frame (as the node, count it and go on)
+        summary.drops["fusion_error"] += 1
         return
     summary.model_seconds.append(time.perf_counter() - started)
     frame_id = options.frame_id or (vi_frame_id if options.reference == "visible" else ir_frame_id)
