@@ -43,16 +43,31 @@ def unavailable_reason() -> str | None:
 
 @dataclass(frozen=True)
 class ScanConfig:
-    """Tile sizes. Forward program: bd channels x ts steps x sub sub-tiles; backward: bd_bwd x ts."""
+    """Tile sizes (powers of two).
 
-    ts: int = 32
-    sub: int = 16
-    bd: int = 8
-    bd_bwd: int = 4
-    warps: int = 4
-    warps_bwd: int = 4
-    carry_rows: int = 32
-    carry_tile: int = 64
+    Forward program: bd channels x sub sub-tiles of ts steps (chunk = ts * sub steps).
+    Backward program: ts_bwd steps, looping over channel blocks of bd_bwd; ts_bwd must
+    divide the forward chunk, which saves the state every ts_bwd steps for it.
+    """
+
+    ts: int = 4
+    sub: int = 64
+    bd: int = 64
+    warps: int = 2
+    ts_bwd: int = 32
+    bd_bwd: int = 16
+    warps_bwd: int = 2
+    carry_rows: int = 64
+    carry_tile: int = 16
+
+    def __post_init__(self) -> None:
+        for name in ("ts", "sub", "bd", "ts_bwd", "bd_bwd", "carry_rows", "carry_tile"):
+            v = getattr(self, name)
+            if v < 1 or v & (v - 1):
+                raise ValueError(f"ScanConfig.{name} must be a power of two, got {v}")
+        if self.ts_bwd % self.ts or (self.ts * self.sub) % self.ts_bwd:
+            raise ValueError(f"ScanConfig: ts_bwd={self.ts_bwd} must be a multiple of ts={self.ts} "
+                             f"and divide the chunk ts*sub={self.ts * self.sub}")
 
 
 def _pow2(x: int) -> int:
@@ -60,14 +75,17 @@ def _pow2(x: int) -> int:
 
 
 def default_config(N: int, Dm: int, L: int) -> ScanConfig:
-    """Forward tiles of ~4096 elements, backward ~2048 (it keeps about twice as many live)."""
+    """Channels on the lanes, ~64 (forward) / ~128 (backward) tile elements per thread."""
     if interpreting():
-        return ScanConfig(ts=8, sub=2, bd=2, bd_bwd=2, carry_rows=8, carry_tile=4)
-    np2, ts = _pow2(N), 32
-    bd = max(1, min(_pow2(Dm), 4096 // (np2 * ts)))
-    bd_bwd = max(1, min(_pow2(Dm), 2048 // (np2 * ts)))
-    sub = max(1, min(16, -(-L // ts)))
-    return ScanConfig(ts=ts, sub=_pow2(sub) if sub < 16 else 16, bd=bd, bd_bwd=bd_bwd)
+        return ScanConfig(ts=4, sub=4, bd=2, warps=1, ts_bwd=8, bd_bwd=2, warps_bwd=1, carry_rows=8, carry_tile=4)
+    np2 = _pow2(N)
+    bd = max(1, min(_pow2(Dm), 64))
+    ts = max(1, min(64, 64 // np2))
+    ts_bwd = max(ts, 32)
+    sub = max(ts_bwd // ts, min(64, _pow2(-(-L // ts))))
+    bd_bwd = max(1, min(_pow2(Dm), 256 // np2))
+    return ScanConfig(ts=ts, sub=sub, bd=bd, warps=max(1, min(4, bd // 32)), ts_bwd=ts_bwd, bd_bwd=bd_bwd,
+                      warps_bwd=max(1, min(4, bd_bwd * ts_bwd * np2 // 4096)))
 
 
 @dataclass(frozen=True)
@@ -175,7 +193,7 @@ def _cdiv(a: int, b: int) -> int:
 
 def forward(u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, cfg: ScanConfig,
             save_states: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Launch the forward kernels; returns y and (if asked) the states at every sub-tile start."""
+    """Launch the forward kernels; returns y and (if asked) the state every ts_bwd steps."""
     from . import triton_scan_kernels as tk
 
     bt, kd, L = delta.shape
@@ -185,7 +203,7 @@ def forward(u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, cfg: 
     np2 = _pow2(N)
     n_dblk = _cdiv(dm, cfg.bd)
     chunk = cfg.ts * cfg.sub
-    n_chunks, n_sub = _cdiv(L, chunk), _cdiv(L, cfg.ts)
+    n_chunks = _cdiv(L, chunk)
     f32 = torch.float32
     dummy = torch.empty(1, dtype=f32, device=dev)
     table = order.table if order.table is not None else torch.empty(1, dtype=torch.int32, device=dev)
@@ -205,11 +223,13 @@ def forward(u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, cfg: 
         tk._carry[(_cdiv(n_rows, cfg.carry_rows),)](hsum, dtsum, A, hin, kd, N, n_rows, n_chunks,
                                                     NP=np2, R=cfg.carry_rows, CT=cfg.carry_tile, REVERSE=False)
     y = torch.empty(bt, kd, L, dtype=u.dtype, device=dev)
-    states = torch.empty(bt * kd * np2 * n_sub, dtype=f32, device=dev) if save_states else dummy
+    n_save = _cdiv(L, cfg.ts_bwd)
+    states = torch.empty(bt * kd * np2 * n_save, dtype=f32, device=dev) if save_states else dummy
     tk._fwd_output[grid](u, delta, A, B, C, D if D is not None else dummy, bias, table, table, hin, y, states,
-                         L, order.H, order.W, K, dm, N, n_dblk, n_chunks, n_sub,
+                         L, order.H, order.W, K, dm, N, n_dblk, n_chunks, n_save,
                          NP=np2, BD=cfg.bd, TS=cfg.ts, SUB=cfg.sub, SHARED_U=u.shape[1] != kd,
-                         HAS_D=D is not None, SAVE_STATES=save_states, num_warps=cfg.warps, **common)
+                         HAS_D=D is not None, SAVE_EVERY=cfg.ts_bwd // cfg.ts if save_states else 0,
+                         num_warps=cfg.warps, **common)
     return y, (states if save_states else None)
 
 
@@ -223,7 +243,7 @@ def backward(gy, u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, 
     dm = kd // K
     dev = u.device
     np2 = _pow2(N)
-    n_sub = _cdiv(L, cfg.ts)
+    n_sub = _cdiv(L, cfg.ts_bwd)
     n_dblk = _cdiv(dm, cfg.bd_bwd)
     f32 = torch.float32
     dummy = torch.empty(1, dtype=f32, device=dev)
@@ -235,7 +255,7 @@ def backward(gy, u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, 
     dtsum = torch.empty(bt * kd * n_sub, dtype=f32, device=dev)
     tk._bwd_summary[(bt * K * n_sub * n_dblk,)](delta, A, C, bias, table, table, gy, gsum, dtsum,
                                                 L, order.H, order.W, K, dm, N, n_dblk, n_sub,
-                                                NP=np2, BD=cfg.bd_bwd, TS=cfg.ts, num_warps=cfg.warps_bwd,
+                                                NP=np2, BD=cfg.bd_bwd, TS=cfg.ts_bwd, num_warps=cfg.warps_bwd,
                                                 **common)
     gin = torch.empty_like(gsum)
     n_rows = bt * kd * np2
@@ -250,7 +270,7 @@ def backward(gy, u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, 
     tk._bwd_output[(bt * K * n_sub,)](u, delta, A, B, C, D if D is not None else dummy, bias, table, table, gy,
                                       states, gin, gu, gdelta, gB, gC, gA, gD, gbias,
                                       L, order.H, order.W, K, dm, N, n_dblk, n_sub,
-                                      NP=np2, BD=cfg.bd_bwd, TS=cfg.ts, SHARED_U=shared_u, HAS_D=D is not None,
+                                      NP=np2, BD=cfg.bd_bwd, TS=cfg.ts_bwd, SHARED_U=shared_u, HAS_D=D is not None,
                                       num_warps=cfg.warps_bwd, **common)
     if shared_u:
         gu = gu.view(bt, K, dm, L).sum(1)

@@ -1,0 +1,109 @@
+"""Compile the Triton scan kernels for a GPU target offline and report what ptxas made of them.
+
+No GPU needed: Triton ships ptxas/cuobjdump, so on any machine this prints per kernel
+the registers, spills (local memory), shared memory and a static SASS opcode histogram
+(MUFU = exp2/log special-function ops, FP32 FMA/MUL/ADD, shuffles, barriers, global
+loads/stores). Elements per thread per loop iteration give the per-element cost that the
+tile sizes trade against register pressure. A development aid, not a benchmark.
+
+    python bench/triton_sass.py [--arch 90] [--dtype bf16] [--n 16] [--ts 32 --bd 8 --bd-bwd 4 --sub 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import inspect
+import os
+import re
+import subprocess
+import tempfile
+
+import triton
+from diffmf_kernels import triton_scan_kernels as tk
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+GROUPS = {
+    "MUFU": ("MUFU",),
+    "FP32": ("FFMA", "FMUL", "FADD", "FMNMX", "FSEL", "FSETP"),
+    "SHFL": ("SHFL",),
+    "BAR": ("BAR",),
+    "LDG/STG": ("LDG", "STG"),
+    "LDS/STS": ("LDS", "STS"),
+}
+
+
+def signature(fn, pointer_types: dict[str, str], constexprs: dict) -> dict[str, str]:
+    sig = {}
+    for name in inspect.signature(fn.fn).parameters:
+        if name in constexprs:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = pointer_types.get(name, "*fp32")
+        else:
+            sig[name] = "i32"
+    return sig
+
+
+def inspect_kernel(fn, pointer_types, constexprs, warps: int, arch: int) -> dict:
+    src = ASTSource(fn=fn, signature=signature(fn, pointer_types, constexprs), constexprs=constexprs)
+    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(k.asm["cubin"])
+        path = f.name
+    try:
+        res = subprocess.run([os.path.join(BIN, "cuobjdump"), "--dump-resource-usage", path],
+                             capture_output=True, text=True).stdout
+        sass = subprocess.run([os.path.join(BIN, "cuobjdump"), "-sass", path], capture_output=True, text=True).stdout
+    finally:
+        os.unlink(path)
+    usage = dict(re.findall(r"(REG|LOCAL|SHARED):(\d+)", res))
+    op = re.compile(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)")
+    ops = collections.Counter(m.group(1).split(".")[0] for m in op.finditer(sass))
+    hist = {g: sum(ops[o] for o in names) for g, names in GROUPS.items()}
+    return {"regs": int(usage.get("REG", 0)), "local": int(usage.get("LOCAL", 0)),
+            "shared": int(usage.get("SHARED", 0)), "sass": sum(ops.values()), **hist}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", type=int, default=90)
+    ap.add_argument("--dtype", default="bf16", choices=("fp32", "fp16", "bf16"))
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--ts", type=int, default=32)
+    ap.add_argument("--sub", type=int, default=16)
+    ap.add_argument("--bd", type=int, default=8)
+    ap.add_argument("--bd-bwd", type=int, default=4)
+    ap.add_argument("--warps", type=int, default=4)
+    ap.add_argument("--warps-bwd", type=int, default=4)
+    ap.add_argument("--mode", type=int, default=1, help="0 identity, 1 grid arithmetic, 2 table")
+    args = ap.parse_args()
+    np2 = 1 << max(0, (args.n - 1).bit_length())
+    dt = "*" + args.dtype
+    ptrs = {p: dt for p in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "y_ptr", "gy_ptr", "gdelta_ptr", "gB_ptr",
+                            "gC_ptr")}
+    ptrs.update(dirs_ptr="*i32", orders_ptr="*i32", gu_ptr="*fp32")
+    flags = dict(MODE=args.mode, HAS_BIAS=True, SOFTPLUS=True)
+    fwd = dict(NP=np2, BD=args.bd, TS=args.ts, SUB=args.sub, SHARED_U=True, **flags)
+    bwd = dict(NP=np2, BD=args.bd_bwd, TS=args.ts, **flags)
+    kernels = [
+        ("_fwd_summary", tk._fwd_summary, fwd, args.warps, args.bd * np2 * args.ts),
+        ("_fwd_output", tk._fwd_output, dict(fwd, HAS_D=True, SAVE_STATES=False), args.warps, args.bd * np2 * args.ts),
+        ("_carry", tk._carry, dict(NP=np2, R=32, CT=64, REVERSE=False), 4, 32 * 64),
+        ("_bwd_summary", tk._bwd_summary, bwd, args.warps_bwd, args.bd_bwd * np2 * args.ts),
+        ("_bwd_output", tk._bwd_output, dict(bwd, SHARED_U=True, HAS_D=True), args.warps_bwd,
+         args.bd_bwd * np2 * args.ts),
+    ]
+    print(f"sm_{args.arch}, {args.dtype}, N={args.n}, ts={args.ts}, sub={args.sub}, bd={args.bd}, "
+          f"bd_bwd={args.bd_bwd}, mode={args.mode}")
+    cols = ["regs", "local", "shared", "sass", *GROUPS]
+    print(f"{'kernel':14s} {'elem/thr':>8s} " + " ".join(f"{c:>7s}" for c in cols))
+    for name, fn, const, warps, tile in kernels:
+        r = inspect_kernel(fn, ptrs, const, warps, args.arch)
+        print(f"{name:14s} {tile // (32 * warps):8d} " + " ".join(f"{r[c]:7d}" for c in cols))
+
+
+if __name__ == "__main__":
+    main()
