@@ -6,7 +6,7 @@ the registers, spills (local memory), shared memory and a static SASS opcode his
 loads/stores). Elements per thread per loop iteration give the per-element cost that the
 tile sizes trade against register pressure. A development aid, not a benchmark.
 
-    python bench/triton_sass.py [--arch 90] [--dtype bf16] [--n 16] [--ts 32 --bd 8 --bd-bwd 4 --sub 16]
+    python bench/triton_sass.py [--arch 90] [--dtype bf16] [--n 16] [--ts 4 --sub 64 --bd 64 ...]
 """
 
 from __future__ import annotations
@@ -72,12 +72,13 @@ def main() -> None:
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--dtype", default="bf16", choices=("fp32", "fp16", "bf16"))
     ap.add_argument("--n", type=int, default=16)
-    ap.add_argument("--ts", type=int, default=32)
-    ap.add_argument("--sub", type=int, default=16)
-    ap.add_argument("--bd", type=int, default=8)
-    ap.add_argument("--bd-bwd", type=int, default=4)
-    ap.add_argument("--warps", type=int, default=4)
-    ap.add_argument("--warps-bwd", type=int, default=4)
+    ap.add_argument("--ts", type=int, default=4)
+    ap.add_argument("--sub", type=int, default=64)
+    ap.add_argument("--bd", type=int, default=64)
+    ap.add_argument("--warps", type=int, default=2)
+    ap.add_argument("--ts-bwd", type=int, default=32)
+    ap.add_argument("--bd-bwd", type=int, default=16)
+    ap.add_argument("--warps-bwd", type=int, default=2)
     ap.add_argument("--mode", type=int, default=1, help="0 identity, 1 grid arithmetic, 2 table")
     args = ap.parse_args()
     np2 = 1 << max(0, (args.n - 1).bit_length())
@@ -87,17 +88,18 @@ def main() -> None:
     ptrs.update(dirs_ptr="*i32", orders_ptr="*i32", gu_ptr="*fp32")
     flags = dict(MODE=args.mode, HAS_BIAS=True, SOFTPLUS=True)
     fwd = dict(NP=np2, BD=args.bd, TS=args.ts, SUB=args.sub, SHARED_U=True, **flags)
-    bwd = dict(NP=np2, BD=args.bd_bwd, TS=args.ts, **flags)
+    bwd = dict(NP=np2, BD=args.bd_bwd, TS=args.ts_bwd, **flags)
     kernels = [
         ("_fwd_summary", tk._fwd_summary, fwd, args.warps, args.bd * np2 * args.ts),
-        ("_fwd_output", tk._fwd_output, dict(fwd, HAS_D=True, SAVE_STATES=False), args.warps, args.bd * np2 * args.ts),
+        ("_fwd_output", tk._fwd_output, dict(fwd, HAS_D=True, SAVE_EVERY=args.ts_bwd // args.ts), args.warps,
+         args.bd * np2 * args.ts),
         ("_carry", tk._carry, dict(NP=np2, R=32, CT=64, REVERSE=False), 4, 32 * 64),
-        ("_bwd_summary", tk._bwd_summary, bwd, args.warps_bwd, args.bd_bwd * np2 * args.ts),
+        ("_bwd_summary", tk._bwd_summary, bwd, args.warps_bwd, args.bd_bwd * np2 * args.ts_bwd),
         ("_bwd_output", tk._bwd_output, dict(bwd, SHARED_U=True, HAS_D=True), args.warps_bwd,
-         args.bd_bwd * np2 * args.ts),
+         args.bd_bwd * np2 * args.ts_bwd),
     ]
     print(f"sm_{args.arch}, {args.dtype}, N={args.n}, ts={args.ts}, sub={args.sub}, bd={args.bd}, "
-          f"bd_bwd={args.bd_bwd}, mode={args.mode}")
+          f"ts_bwd={args.ts_bwd}, bd_bwd={args.bd_bwd}, mode={args.mode}")
     cols = ["regs", "local", "shared", "sass", *GROUPS]
     print(f"{'kernel':14s} {'elem/thr':>8s} " + " ".join(f"{c:>7s}" for c in cols))
     for name, fn, const, warps, tile in kernels:
