@@ -1,0 +1,117 @@
+"""The native CPU scan (diffmf_kernels.cpu_scan) against the float64 reference."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from diffmf_kernels import cpu_scan
+from scan_cases import Case, make_inputs, max_rel, reference
+
+from diffmf_core.ops import selective_scan
+
+pytestmark = pytest.mark.skipif(cpu_scan.unavailable_reason() is not None,
+                                reason=f"native CPU scan unavailable: {cpu_scan.unavailable_reason()}")
+
+# L never a multiple of the kernel's 64-step chunk or its 16-channel lane block; N in {1, 4, 16}.
+CASES = [
+    Case(2, 4, 3, 4, 5, 7, "grid"),
+    Case(1, 4, 17, 16, 9, 15, "grid"),
+    Case(2, 2, 5, 1, 3, 43, "perm"),
+    Case(1, 1, 16, 16, 1, 130, "none"),
+    Case(2, 2, 3, 4, 1, 77, "none", softplus=False, with_D=False, with_bias=False),
+    Case(1, 3, 20, 16, 11, 13, "perm", with_bias=False),
+]
+# dtype -> (forward, gradient) tolerance on max|error| / max|reference|
+TOLERANCE = {torch.float64: (1e-10, 1e-10), torch.float32: (2e-5, 2e-4)}
+
+
+def _grads(y: torch.Tensor, xs: list, grad_out: torch.Tensor) -> list:
+    live = [t for t in xs if t is not None]
+    g = iter(torch.autograd.grad(y, live, grad_out.to(y.dtype)))
+    return [None if t is None else next(g) for t in xs]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_forward_and_gradients_match_reference(case: Case, dtype: torch.dtype) -> None:
+    xs, orders = make_inputs(case, dtype)
+    xs = [None if t is None else t.requires_grad_() for t in xs]
+    y = cpu_scan.selective_scan(*xs, case.softplus, orders)
+    assert y.dtype == dtype and y.shape == (case.bt, case.K * case.dm, case.L)
+    grad_out = torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y_ref, g_ref = reference(xs, orders, case.softplus, grad_out)
+    fwd_tol, grad_tol = TOLERANCE[dtype]
+    assert max_rel(y, y_ref) < fwd_tol
+    names = ("u", "delta", "A", "B", "C", "D", "delta_bias")
+    for name, g, r, x in zip(names, _grads(y, xs, grad_out), g_ref, xs):
+        if x is None:
+            continue
+        assert g.dtype == x.dtype and g.shape == x.shape, name
+        assert max_rel(g, r) < grad_tol, f"d{name}: {max_rel(g, r):.2e}"
+
+
+@pytest.mark.parametrize("case", CASES[:3], ids=str)
+def test_bfloat16_inputs_keep_float32_state(case: Case) -> None:
+    xs, orders = make_inputs(case, torch.float32)
+    # Activations in bf16, parameters in fp32 (the model's mixed-precision layout).
+    xs = [t.bfloat16() if i in (0, 1, 3, 4) else t for i, t in enumerate(xs)]
+    xs = [None if t is None else t.requires_grad_() for t in xs]
+    y = cpu_scan.selective_scan(*xs, case.softplus, orders)
+    assert y.dtype == torch.bfloat16
+    grad_out = torch.randn(y.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    # The reference sees the same bf16-rounded inputs, so only the output rounding remains.
+    y_ref, g_ref = reference(xs, orders, case.softplus, grad_out.bfloat16().double())
+    assert max_rel(y, y_ref) < 1e-2
+    for g, r in zip(_grads(y, xs, grad_out.bfloat16()), g_ref):
+        if r is not None:
+            assert max_rel(g, r) < 2e-2
+
+
+def test_dispatcher_runs_the_native_kernel() -> None:
+    case = CASES[0]
+    xs, orders = make_inputs(case, torch.float32)
+    y = selective_scan(*xs, case.softplus, backend="cpu", orders=orders)
+    assert max_rel(y, reference(xs, orders, case.softplus)[0]) < TOLERANCE[torch.float32][0]
+
+
+def test_out_of_range_orders_are_refused() -> None:
+    case = CASES[0]
+    xs, orders = make_inputs(case, torch.float32)
+    bad = orders.clone()
+    bad[0, 0] = case.L
+    with pytest.raises(ValueError, match="orders must index tokens"):
+        cpu_scan.selective_scan(*xs, case.softplus, bad)
+
+
+def test_without_a_compiler_the_dispatcher_falls_back_with_one_warning(tmp_path) -> None:
+    """Fresh cache + a compiler that does not exist: one warning, then reference results."""
+    script = textwrap.dedent("""
+        import logging, torch
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+        from diffmf_core.ops import selective_scan
+        from diffmf_core.ops.scan_reference import selective_scan_reference
+        from diffmf_core.ops import scan_orders
+        g = torch.Generator().manual_seed(0)
+        u, delta = torch.randn(1, 3, 20, generator=g), torch.randn(1, 12, 20, generator=g)
+        A = -torch.rand(12, 4, generator=g) - 0.1
+        B, C = torch.randn(1, 4, 4, 20, generator=g), torch.randn(1, 4, 4, 20, generator=g)
+        o = scan_orders(4, 5)
+        for _ in range(3):
+            y = selective_scan(u, delta, A, B, C, orders=o)
+        ref = selective_scan_reference(u, delta, A, B, C, orders=o)
+        print("MAXDIFF", float((y - ref).abs().max()))
+    """)
+    env = dict(os.environ, DIFFMF_KERNELS_CXX=str(tmp_path / "no-such-c++"),
+               DIFFMF_KERNELS_CACHE=str(tmp_path / "cache"), DIFFMF_SCAN_BACKEND="")
+    env.pop("DIFFMF_SCAN_BACKEND")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    warnings = [line for line in out.stderr.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1, out.stderr
+    assert "reference" in warnings[0] and "no C++ compiler" in warnings[0]
+    assert float(out.stdout.split("MAXDIFF")[1]) == 0.0
