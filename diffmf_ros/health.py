@@ -24,6 +24,7 @@ TIMINGS = ("inference", "overhead", "latency", "callback", "prepare", "publish")
 
 # Drops that are the real-time policy working as intended (not bad input).
 POLICY_DROPS = frozenset({"superseded", "unpaired", "stale", "out_of_order", "clock_jump", "duplicate_stamp"})
+# lost_in_transport (DDS lost a frame before delivery) is neither: it raises a WARN like bad input.
 
 
 class RateMeter:

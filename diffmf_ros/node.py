@@ -231,9 +231,31 @@ class FusionNode(LifecycleNode):
             msg_type = Image if camera.transport == "raw" else CompressedImage
             self._input_subs.append(
                 self.create_subscription(
-                    msg_type, camera.subscribed_topic, lambda msg, stream=stream: self._on_frame(stream, msg), in_qos
+                    msg_type, camera.subscribed_topic, lambda msg, stream=stream: self._on_frame(stream, msg), in_qos,
+                    event_callbacks=_subscription_events(
+                        incompatible_qos=lambda info, stream=stream: self._on_incompatible_qos(stream, info),
+                        message_lost=lambda info, stream=stream: self._on_message_lost(stream, info),
+                    ),
                 )
             )
+
+    def _on_incompatible_qos(self, stream: str, info: Any) -> None:
+        camera = self.settings.thermal if stream == THERMAL else self.settings.visible
+        self._log_once(
+            f"incompatible_qos_{stream}",
+            f"{stream}: a publisher on {camera.subscribed_topic} offers a QoS our subscription cannot accept"
+            f" (policy {info.last_policy_kind}): no frames will arrive from it. A best_effort camera needs"
+            " qos.input.reliability: best_effort",
+        )
+
+    def _on_message_lost(self, stream: str, info: Any) -> None:
+        """DDS reports frames it lost before delivery (best_effort with frames larger than the socket buffers)."""
+        self.health.dropped("lost_in_transport", int(info.total_count_change))
+        self._log_once(
+            f"lost_{stream}",
+            f"{stream}: DDS lost {info.total_count_change} frame(s) before delivery; with large frames use"
+            " qos.input.reliability: reliable (if the camera publishes reliable) or raise net.core.rmem_max",
+        )
 
     def on_deactivate(self, state: Any) -> TransitionCallbackReturn:
         self._teardown_activity()
@@ -522,6 +544,18 @@ class FusionNode(LifecycleNode):
 
 def _ms(value: float) -> str:
     return "n/a" if value != value else f"{value:.1f} ms"
+
+
+def _subscription_events(**callbacks: Any) -> Any:
+    """SubscriptionEventCallbacks with the callbacks this rclpy knows (rclpy.event_handler since Iron)."""
+    try:
+        from rclpy.event_handler import SubscriptionEventCallbacks
+    except ImportError:  # Humble
+        from rclpy.qos_event import SubscriptionEventCallbacks
+    import inspect
+
+    known = inspect.signature(SubscriptionEventCallbacks.__init__).parameters
+    return SubscriptionEventCallbacks(**{k: v for k, v in callbacks.items() if k in known})
 
 
 def _import_message_filters() -> Any:

@@ -97,3 +97,24 @@ def test_entry_point_exits_1_with_the_reason():
     )
     assert result.returncode == 1
     assert "parameter output.encoding: 'yuv422' is not one of mono8, bgr8, rgb8" in result.stderr + result.stdout
+
+
+def test_a_camera_with_incompatible_qos_is_reported():
+    from rcl_interfaces.msg import Log
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from diffmf_ros.probe import BackgroundNode, FusionProbe
+
+    node = BackgroundNode(_node("lifecycle_qos", **{"qos.input.reliability": "reliable"}))
+    probe = FusionProbe("lifecycle_qos_probe")
+    try:
+        best_effort = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
+        probe.node.create_publisher(Image, "thermal/image_raw", best_effort)
+        assert probe.wait_for(lambda: probe.log_lines("lifecycle_qos", "offers a QoS our subscription cannot accept",
+                                                      level=Log.WARN), timeout=30)
+        (line,) = probe.log_lines("lifecycle_qos", "offers a QoS")
+        assert "thermal/image_raw" in line and "qos.input.reliability: best_effort" in line
+    finally:
+        probe.close()
+        node.close()
