@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
@@ -243,7 +244,8 @@ def test_reference_values_on_a_spread_of_entries(shared_data):
 def test_reference_values_on_every_entry(shared_data):
     entries = _load_entries(shared_data)
     workers = max(1, min(4, os.cpu_count() or 1))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # "spawn": forking this process (cv2 and torch thread pools already running) can deadlock.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_check_entry, [str(shared_data)] * len(entries), entries, chunksize=4))
     bad = [msg for msgs in results for msg in msgs]
     assert not bad, f"{len(bad)} mismatches over {len(entries)} entries:\n" + "\n".join(bad[:20])

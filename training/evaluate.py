@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import logging
+import multiprocessing
 import os
 import re
 import sys
@@ -266,6 +267,13 @@ def _worker_init() -> None:
     cv2.setNumThreads(1)  # one process per core already; cv2's own threads would only contend
 
 
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    """Workers start fresh ("spawn"): forking a parent whose cv2/torch thread pools are running can deadlock."""
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+    )
+
+
 def evaluate_plan(
     plan: PairPlan, workers: int = 1, sixteen_bit: str = "shift", progress: bool | None = None
 ) -> list[Row]:
@@ -289,7 +297,7 @@ def evaluate_plan(
                 rows.extend(evaluate_pair(*task))
                 bar.update(len(task[3]))
         else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init) as pool:
+            with _process_pool(workers) as pool:
                 pending = {pool.submit(evaluate_pair, *task) for task in tasks}
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_EXCEPTION)
