@@ -80,6 +80,7 @@ setup(
             "tensorboard>=2.12",
             "matplotlib>=3.6",
             "scipy>=1.10",
+            "scikit-image>=0.22",
         ],
         "dev": [
             "pytest>=7",
