@@ -52,7 +52,7 @@ if [ -d .gpu/mamba_ssm-2.3.2.post1/csrc ] && [ -f bench/build_mamba_scan.py ]; t
 fi
 
 # 3. Correctness on the GPU: kernels against the float64 reference, engine on CUDA.
-step gpu_tests 170 $PY -m pytest -q -m gpu --timeout=160 -p no:cacheprovider tests/
+step gpu_tests 170 $PY -m pytest -q -m gpu --timeout=160 -p no:cacheprovider tests/test_kernels_triton.py tests/test_engine.py tests/test_training_gpu.py
 
 # 4. Train the tiny preset for the shipped weights (issue 7) on the packed training split.
 step train $((TRAIN_MINUTES * 60 + 90)) $PY -m diffmf_training.train --no-progress \
