@@ -17,7 +17,7 @@ here. The node's own /diagnostics split it: model (``engine.fuse``), node overhe
 callback cost (conversion + pairing); the rest is DDS and executor scheduling. The node's
 p50/p99 windows are set to cover exactly the measured frames of each phase.
 
-Prints a table and writes node_latency.md and node_latency.json into ``--out``.
+Prints a table and writes node_latency.md, node_latency.json and the node's log into ``--out``.
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "qos.input.reliability": "reliable",
         "health.stats_window": args.frames,
         "health.diagnostics_period": 0.5,
-        "health.summary_period": 0.0,
+        "health.summary_period": 5.0,
         "health.camera_timeout": 3600.0,
     }
     from rclpy.signals import SignalHandlerOptions
@@ -299,10 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         probe.close()
         node.stop()
         rclpy.try_shutdown()
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "node_latency_node.log").write_text("\n".join(node.output) + "\n")
 
     info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "machine": machine(status), "args": {k: str(v) for k, v in vars(args).items()}}
-    args.out.mkdir(parents=True, exist_ok=True)
     table = markdown(rows, info)
     (args.out / "node_latency.md").write_text(table)
     (args.out / "node_latency.json").write_text(json.dumps({**info, "rows": rows}, indent=2))
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"640x512: {fmt(best['fused_hz'])} fused Hz at saturation; at {args.rate:.0f} Hz cameras e2e p99 "
               f"{fmt(next((r['e2e_p99_ms'] for r in rows if r['size'] == '640x512' and r['phase'] == 'stream'), None))}"
               " ms (goal on an H100: >= 60 Hz, p99 <= 20 ms)")
-    print(f"wrote {args.out / 'node_latency.md'} and {args.out / 'node_latency.json'}")
+    print(f"wrote {args.out / 'node_latency.md'}, node_latency.json and node_latency_node.log")
     return 0
 
 

@@ -30,17 +30,18 @@ PARAMS = {
 
 @pytest.fixture(scope="module")
 def rig():
-    rclpy.init()
-    node = FusionNode(NODE, parameter_overrides=[Parameter(k, value=v) for k, v in PARAMS.items()])
+    context = rclpy.context.Context()  # a context of our own: other test modules' ROS state cannot interfere
+    rclpy.init(context=context)
+    node = FusionNode(NODE, context=context, parameter_overrides=[Parameter(k, value=v) for k, v in PARAMS.items()])
     background = BackgroundNode(node)
-    probe = FusionProbe("loss_probe")
+    probe = FusionProbe("loss_probe", context=context)
     try:
         assert probe.wait_for_subscribers(timeout=120), node.configure_error
         yield probe
     finally:
         probe.close()
         background.close()
-        rclpy.shutdown()
+        rclpy.shutdown(context=context)
 
 
 def _stamp(msg):

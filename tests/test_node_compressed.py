@@ -36,10 +36,12 @@ PARAMS = {
 
 @pytest.fixture(scope="module")
 def rig():
-    rclpy.init()
-    node = FusionNode("compressed_fusion", parameter_overrides=[Parameter(k, value=v) for k, v in PARAMS.items()])
+    context = rclpy.context.Context()  # a context of our own: other test modules' ROS state cannot interfere
+    rclpy.init(context=context)
+    overrides = [Parameter(k, value=v) for k, v in PARAMS.items()]
+    node = FusionNode("compressed_fusion", context=context, parameter_overrides=overrides)
     background = BackgroundNode(node)
-    probe = FusionProbe("compressed_probe", thermal_compressed=True, visible_compressed=True)
+    probe = FusionProbe("compressed_probe", context=context, thermal_compressed=True, visible_compressed=True)
     debug = []
     probe.node.create_subscription(Image, "fused/debug", debug.append, QoSProfile(depth=10,
                                    reliability=ReliabilityPolicy.RELIABLE))
@@ -49,7 +51,7 @@ def rig():
     finally:
         probe.close()
         background.close()
-        rclpy.shutdown()
+        rclpy.shutdown(context=context)
 
 
 def _stamp(msg):

@@ -64,9 +64,10 @@ class SimClock:
 def rig(tmp_path_factory):
     override = tmp_path_factory.mktemp("params") / "e2e.yaml"
     override.write_text(OVERRIDES)
-    rclpy.init()
+    context = rclpy.context.Context()  # a context of our own: other test modules' ROS state cannot interfere
+    rclpy.init(context=context)
     node = NodeProcess([str(CONFIG), str(override)], name=NODE)
-    probe = FusionProbe("e2e_probe")
+    probe = FusionProbe("e2e_probe", context=context)
     try:
         if not probe.wait_for_subscribers(timeout=180):
             pytest.fail(f"the node never subscribed; its output:\n{node.tail()}")
@@ -74,7 +75,7 @@ def rig(tmp_path_factory):
     finally:
         probe.close()
         code = node.stop()
-        rclpy.shutdown()
+        rclpy.shutdown(context=context)
     assert code == 0, f"the node did not shut down cleanly on SIGINT:\n{node.tail()}"
 
 

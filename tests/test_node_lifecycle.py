@@ -16,18 +16,24 @@ pytestmark = pytest.mark.ros
 SMALL = {"model.warmup_width": 32, "model.warmup_height": 32}
 
 
+CONTEXT = {}
+
+
 @pytest.fixture(scope="module", autouse=True)
 def ros():
-    rclpy.init()
-    yield
-    rclpy.shutdown()
+    context = rclpy.context.Context()  # a context of our own: other test modules' ROS state cannot interfere
+    rclpy.init(context=context)
+    CONTEXT["ros"] = context
+    yield context
+    rclpy.shutdown(context=context)
 
 
 def _node(name, **values):
+    context = CONTEXT["ros"]
     from rclpy.parameter import Parameter
 
     overrides = [Parameter(k, value=v) for k, v in {**SMALL, **values}.items()]
-    return FusionNode(name, parameter_overrides=overrides)
+    return FusionNode(name, context=context, parameter_overrides=overrides)
 
 
 def _subscribed_topics(node):
@@ -107,7 +113,7 @@ def test_a_camera_with_incompatible_qos_is_reported():
     from diffmf_ros.probe import BackgroundNode, FusionProbe
 
     node = BackgroundNode(_node("lifecycle_qos", **{"qos.input.reliability": "reliable"}))
-    probe = FusionProbe("lifecycle_qos_probe")
+    probe = FusionProbe("lifecycle_qos_probe", context=CONTEXT["ros"])
     try:
         best_effort = QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
         probe.node.create_publisher(Image, "thermal/image_raw", best_effort)

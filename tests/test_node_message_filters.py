@@ -71,13 +71,15 @@ def stand_in(monkeypatch):
 
 
 def test_message_filters_backend_pairs_and_the_node_fuses(stand_in):
-    rclpy.init()
+    context = rclpy.context.Context()  # a context of our own: other test modules' ROS state cannot interfere
+    rclpy.init(context=context)
     params = {"sync.backend": "message_filters", "sync.slop": 0.01, "sync.queue_size": 7,
               "model.warmup_width": W, "model.warmup_height": H, "qos.input.reliability": "reliable",
               "health.camera_timeout": 30.0, "health.diagnostics_period": 0.3}
-    node = FusionNode("mf_fusion", parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    node = FusionNode("mf_fusion", context=context, parameter_overrides=overrides)
     background = BackgroundNode(node)
-    probe = FusionProbe("mf_probe")
+    probe = FusionProbe("mf_probe", context=context)
     try:
         assert node.configure_error is None
         (sync,) = ApproximateTimeSynchronizer.instances
@@ -96,4 +98,4 @@ def test_message_filters_backend_pairs_and_the_node_fuses(stand_in):
     finally:
         probe.close()
         background.close()
-        rclpy.shutdown()
+        rclpy.shutdown(context=context)

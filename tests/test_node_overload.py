@@ -19,7 +19,8 @@ RSS_GROWTH_LIMIT_MB = 150.0
 
 @pytest.fixture(scope="module")
 def rig():
-    rclpy.init()
+    context = rclpy.context.Context()  # a context of our own: other test modules' ROS state cannot interfere
+    rclpy.init(context=context)
     overrides = {
         "model.warmup_width": W,
         "model.warmup_height": H,
@@ -29,7 +30,7 @@ def rig():
         "health.camera_timeout": 30.0,
     }
     node = NodeProcess([], overrides=overrides, name=NODE)
-    probe = FusionProbe("overload_probe", keep_images=False)
+    probe = FusionProbe("overload_probe", context=context, keep_images=False)
     try:
         if not probe.wait_for_subscribers(timeout=180):
             pytest.fail(f"the node never subscribed; its output:\n{node.tail()}")
@@ -37,7 +38,7 @@ def rig():
     finally:
         probe.close()
         node.stop()
-        rclpy.shutdown()
+        rclpy.shutdown(context=context)
 
 
 def _flood(probe, pairs, rate_hz):
