@@ -132,6 +132,8 @@ class FusionNode(LifecycleNode):
         logging.getLogger("diffmf_core").setLevel(logging.INFO)
         self.settings: NodeSettings | None = None
         self.engine = None
+        self.normalise: ThermalNormaliser | None = None
+        self.register: Registration | None = None
         self._steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._input_subs: list[Any] = []
         self._health_timers: list[Any] = []
@@ -288,6 +290,9 @@ class FusionNode(LifecycleNode):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
                 setattr(self, name, None)
+        if getattr(self, "diagnostics_pub", None) is not None:
+            self.destroy_publisher(self.diagnostics_pub)
+            self.diagnostics_pub = None
         self.engine = None
 
     def destroy_node(self) -> None:
