@@ -481,9 +481,10 @@ class FusionNode(LifecycleNode):
                 action = "not publishing"
                 if self.settings.passthrough:
                     action = f"publishing the {other} camera alone while it runs"
+                since = "for" if self.health.received[event.stream] else "yet, since activation"
                 self.get_logger().warning(
-                    f"{event.stream} camera lost: no frames on {camera.subscribed_topic} for"
-                    f" {event.silent_for:.1f} s; {action}"
+                    f"{event.stream} camera lost: no frames on {camera.subscribed_topic}"
+                    f" {since} ({event.silent_for:.1f} s); {action}"
                 )
                 self.pairer.reset("unpaired")
                 self._pairer_drops_seen = collections.Counter(self.pairer.drops)
