@@ -481,10 +481,11 @@ class FusionNode(LifecycleNode):
                 action = "not publishing"
                 if self.settings.passthrough:
                     action = f"publishing the {other} camera alone while it runs"
-                since = "for" if self.health.received[event.stream] else "yet, since activation"
+                silence = f"for {event.silent_for:.1f} s"
+                if not self.health.received[event.stream]:
+                    silence = f"yet ({event.silent_for:.1f} s after activation)"
                 self.get_logger().warning(
-                    f"{event.stream} camera lost: no frames on {camera.subscribed_topic}"
-                    f" {since} ({event.silent_for:.1f} s); {action}"
+                    f"{event.stream} camera lost: no frames on {camera.subscribed_topic} {silence}; {action}"
                 )
                 self.pairer.reset("unpaired")
                 self._pairer_drops_seen = collections.Counter(self.pairer.drops)
