@@ -8,15 +8,24 @@
 #   .gpu/train_data/  the training split, packed by bench/pack_train_data.py
 #   .gpu/mamba_ssm-2.3.2.post1/csrc/  mamba-ssm 2.3.2.post1's csrc/selective_scan (the peer kernel, built here)
 # Each step is time-boxed and logged; a failing step never stops the next one.
-# Results: $OUT/summary.md (+ per-step logs, weights/tiny.safetensors, model/scan/node JSON).
+# Results: $OUT/summary.md, $OUT/tiny.safetensors (trained weights) and $OUT/results.tgz (every log,
+# table and JSON), refreshed after each step so a run cut short still returns what it did.
 set -u
-OUT=${OUT:-$PWD/gpu_out}
-mkdir -p "$OUT"
+FINAL=${OUT:-$PWD/gpu_out}
+OUT=/tmp/gpu_results
+mkdir -p "$FINAL" "$OUT"
 export PYTHONUNBUFFERED=1 ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-23}
-TRAIN_MINUTES=${TRAIN_MINUTES:-5}
+TRAIN_MINUTES=${TRAIN_MINUTES:-3.5}
 START=$(date +%s)
 SUMMARY="$OUT/summary.md"
 echo "# GPU check $(date -u +%FT%TZ)" > "$SUMMARY"
+
+pack() {  # the device returns at most 8 files: one archive + summary + weights
+  tar czf "$FINAL/results.tgz" -C "$(dirname "$OUT")" "$(basename "$OUT")" 2>/dev/null
+  cp "$SUMMARY" "$FINAL/summary.md"
+  [ -f "$OUT/weights/tiny.safetensors" ] && cp "$OUT/weights/tiny.safetensors" "$FINAL/tiny.safetensors"
+  return 0
+}
 
 step() {  # step NAME TIMEOUT_S COMMAND...
   local name=$1 limit=$2; shift 2
@@ -27,6 +36,7 @@ step() {  # step NAME TIMEOUT_S COMMAND...
   echo "=== [$name] rc=$rc in $(( $(date +%s) - t0 ))s"
   echo "- $name: rc=$rc, $(( $(date +%s) - t0 )) s" >> "$SUMMARY"
   tail -n 25 "$OUT/$name.log"
+  pack
   return 0
 }
 
@@ -52,26 +62,29 @@ if [ -d .gpu/mamba_ssm-2.3.2.post1/csrc ] && [ -f bench/build_mamba_scan.py ]; t
 fi
 
 # 3. Correctness on the GPU: kernels against the float64 reference, engine on CUDA.
-step gpu_tests 170 $PY -m pytest -q -m gpu --timeout=160 -p no:cacheprovider tests/test_kernels_triton.py tests/test_engine.py tests/test_training_gpu.py
+step gpu_tests 110 $PY -m pytest -q -m gpu --timeout=100 -p no:cacheprovider tests/test_kernels_triton.py tests/test_engine.py tests/test_training_gpu.py
 
 # 4. Train the tiny preset for the shipped weights (issue 7) on the packed training split.
-step train $((TRAIN_MINUTES * 60 + 90)) $PY -m diffmf_training.train --no-progress \
+step train $(python3 -c "print(int($TRAIN_MINUTES * 60 + 60))") $PY -m diffmf_training.train --no-progress \
   --opt training/options/DIFFMF/DIFFMF_tiny_shared.json --set path.root=/tmp/train \
   --set 'datasets.train.dataroot=[".gpu/train_data/RoadScene", ".gpu/train_data/MSRS", ".gpu/train_data/TNO"]' \
   --set train.max_minutes=$TRAIN_MINUTES
 mkdir -p "$OUT/weights"
 last=$(ls -1 /tmp/train/DIFFMF_tiny_shared/models/*_E.safetensors 2>/dev/null | sort -V | tail -n 1)
 [ -n "$last" ] && cp "$last" "$OUT/weights/tiny.safetensors" && echo "- weights: $(basename "$last")" >> "$SUMMARY"
+cp /tmp/train/DIFFMF_tiny_shared/train.log "$OUT/train_full.log" 2>/dev/null
+pack
 
 # 5. Benchmarks: scan kernels (with the mamba-ssm peer when it built), model, node.
 if [ -n "${MAMBA_PID:-}" ]; then wait "$MAMBA_PID"; tail -n 3 "$OUT/mamba_build.log"; fi
 MAMBA_ARGS=()
 [ -d /tmp/mamba_build ] && MAMBA_ARGS=(--mamba-module /tmp/mamba_build)
-step bench_scan 120 $PY bench/scan.py --out "$OUT" "${MAMBA_ARGS[@]}"
-step bench_model 120 $PY bench/model.py --presets tiny base --out "$OUT" --repeat 50 --budget 8
+step bench_scan 70 $PY bench/scan.py --out "$OUT" "${MAMBA_ARGS[@]}"
+step bench_model 75 $PY bench/model.py --presets tiny base --out "$OUT" --repeat 20 --budget 2 --scaling 256 512 1024
 if [ -f bench/node_latency.py ]; then
-  step bench_node 120 $PY bench/node_latency.py --out "$OUT"
+  step bench_node 60 $PY bench/node_latency.py --out "$OUT" --frames 60 --seconds 3
 fi
 
 echo "total $(( $(date +%s) - START )) s" | tee -a "$SUMMARY"
+pack
 cat "$OUT"/*.md 2>/dev/null | tail -n 80
