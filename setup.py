@@ -11,6 +11,7 @@ Import names are namespaced so nothing generic lands in site-packages:
 """
 
 from glob import glob
+from pathlib import Path
 
 from setuptools import setup
 
@@ -20,7 +21,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     description="DIFF-MF thermal + visible image fusion: ROS 2 node, bag tools, trainer, evaluator",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",

@@ -12,10 +12,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from diffmf_training.split import DATASETS, split_pairs
 
 from diffmf_core.colour import luma
 from diffmf_core.images import read_image, to_float01, to_uint8, write_image
-from diffmf_training.split import DATASETS, split_pairs
 
 
 def gray8(img: np.ndarray) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Where the installed config/ and launch/ files are, whichever way the package was installed.
 
 colcon puts them in the package's share directory (found through the ament index);
-``pip install`` (editable or not) carries them as the data packages diffmf_ros.config
-and diffmf_ros.launch, since pip installs no data_files.
+``pip install`` carries them as the data packages diffmf_ros.config and diffmf_ros.launch,
+since pip installs no data_files; an editable install or a checkout reads the repo's folders.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def _ament_share() -> Path | None:
         return None
     try:
         return Path(get_package_share_directory(PACKAGE))
-    except (PackageNotFoundError, ValueError, LookupError):
+    except (PackageNotFoundError, ValueError, LookupError, OSError):  # OSError: no AMENT_PREFIX_PATH
         return None
 
 
@@ -40,6 +40,10 @@ def share_file(kind: str, name: str) -> Path:
             return candidate
         tried.append(str(candidate))
     where = ", ".join(tried) or "nowhere"
+    source_tree = Path(__file__).resolve().parents[1] / kind / name  # editable install or a checkout
+    if source_tree.is_file():
+        return source_tree
+    tried.append(str(source_tree))
     raise FileNotFoundError(f"{kind}/{name} is not installed with {PACKAGE} (looked in: {where})")
 
 

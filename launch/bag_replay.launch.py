@@ -11,12 +11,11 @@ Record the result alongside with: ros2 bag record /fused/image_raw /diagnostics
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction, RegisterEventHandler
 from launch.event_handlers import OnProcessIO
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-
-from launch import LaunchDescription
 
 PACKAGE = "diffmf_ros"
 READY_LINE = b"active: fusing"  # what FusionNode logs once it subscribes

@@ -11,11 +11,10 @@ fused/image_raw, and their /compressed variants), so they work with either trans
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-
-from launch import LaunchDescription
 
 PACKAGE = "diffmf_ros"
 
