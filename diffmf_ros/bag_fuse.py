@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import yaml
 from tqdm import tqdm
@@ -46,6 +45,7 @@ from .bag_io import (
     decode_image,
     header_stamp_ns,
 )
+from .frames import to_output
 from .fused_outputs import BagSink, FrameSink, PngSink, VideoSink
 from .image_conversion import ImageConversionError
 from .params import NODE_NAME, OUTPUT_ENCODINGS, NodeSettings, settings_from_values
@@ -141,9 +141,7 @@ class PairFuser:
 
     def __call__(self, thermal: np.ndarray, visible: np.ndarray) -> np.ndarray:
         fused = self.engine.fuse(self.register(self.normalise(thermal), visible.shape), visible)
-        if self.encoding == "mono8":
-            return cv2.cvtColor(fused, cv2.COLOR_RGB2GRAY) if fused.ndim == 3 else fused
-        return cv2.cvtColor(fused, cv2.COLOR_GRAY2RGB) if fused.ndim == 2 else fused
+        return to_output(fused, self.encoding)
 
 
 def _video_fps(bag: BagReader, topic: str) -> float:

@@ -31,7 +31,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
@@ -42,6 +41,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
+from .frames import to_display_uint8, to_output
 from .health import TIMINGS, HealthMonitor
 from .image_conversion import ImageConversionError, compressed_to_numpy, image_to_numpy, numpy_to_image_fields
 from .params import NODE_NAME, NodeSettings, declare_parameters, read_settings
@@ -77,22 +77,6 @@ def stamp_to_ns(stamp: Any) -> int:
 
 def ns_to_stamp(ns: int) -> TimeMsg:
     return TimeMsg(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
-
-
-def to_display_uint8(pixels: np.ndarray) -> np.ndarray:
-    """Any frame the node holds (uint8, uint16, float [0, 1]) as uint8 for output."""
-    if pixels.dtype == np.uint8:
-        return pixels
-    if pixels.dtype == np.uint16:
-        return (pixels >> 8).astype(np.uint8)
-    return (np.clip(pixels, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def to_output(pixels: np.ndarray, encoding: str) -> np.ndarray:
-    """uint8 gray or RGB -> the array numpy_to_image_fields needs for ``encoding``."""
-    if encoding == "mono8":
-        return cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY) if pixels.ndim == 3 else pixels
-    return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB) if pixels.ndim == 2 else pixels
 
 
 def qos_profile(reliability: str, depth: int) -> QoSProfile:
