@@ -1,0 +1,353 @@
+"""Selective-scan benchmark: ms per call, GB/s and the share of the memory-bandwidth floor, per backend.
+
+The problem is the model's: K=4 grid directions (diffmf_core.ops.scan_orders) over an
+H x W map, u shared by the directions, Dm channels per direction, N states, batch 1.
+The floor counts u, delta, B and C read once and y written once in the input dtype;
+"floor GB/s" = those bytes / time, and "of peak" compares that with the device's memory
+bandwidth (nominal, and a measured device copy). Not a test: it only measures.
+
+GPU (default sizes 640x512 and 320x256, fp32 and bf16):
+    python bench/scan.py --out out/bench [--mamba-module .gpu/mamba_build]
+CPU (sizes as in issue 3: L = 16384, K*Dm = 64 and K=4 x Dm=64):
+    python bench/scan.py --device cpu --out out/bench_cpu
+
+Writes scan_bench.md (a markdown section) and scan_bench.json under --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import importlib.machinery
+import importlib.util
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sequential_scan import selective_scan_sequential  # noqa: E402
+
+from diffmf_core.ops import scan_orders  # noqa: E402
+from diffmf_core.ops.scan_reference import gather_orders, scatter_orders, selective_scan_reference  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Nominal HBM bandwidth (GB/s) by device name, when torch does not report clock and bus width.
+NOMINAL_GBS = {"H100 80GB HBM3": 3352, "H100 PCIe": 2039, "H100 NVL": 3938, "H200": 4800, "A100-SXM4-80GB": 2039,
+               "A100-SXM4-40GB": 1555}
+
+
+@dataclass(frozen=True)
+class Problem:
+    h: int
+    w: int
+    K: int = 4
+    dm: int = 64
+    N: int = 16
+    bt: int = 1
+
+    @property
+    def L(self) -> int:
+        return self.h * self.w
+
+    def floor_bytes(self, dtype: torch.dtype) -> int:
+        """u, delta, B, C read once + y written once, in the input dtype (u shared by directions)."""
+        e = torch.tensor([], dtype=dtype).element_size()
+        kd = self.K * self.dm
+        return e * self.bt * self.L * (self.dm + kd + 2 * self.K * self.N + kd)
+
+    def __str__(self) -> str:
+        return f"{self.h}x{self.w} K={self.K} Dm={self.dm} N={self.N}"
+
+
+@dataclass
+class Row:
+    backend: str
+    problem: str
+    dtype: str
+    fwd_ms: float | None = None
+    bwd_ms: float | None = None
+    floor_gbs: float | None = None
+    max_rel_diff: float | None = None
+    note: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def make_inputs(p: Problem, dtype: torch.dtype, device: str, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    kd = p.K * p.dm
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).to(device)
+
+    u = rnd(p.bt, p.dm, p.L).to(dtype)
+    delta = rnd(p.bt, kd, p.L, scale=0.5).to(dtype)
+    A = -(torch.rand(kd, p.N, generator=g) + 0.5).to(device)
+    B, C = rnd(p.bt, p.K, p.N, p.L).to(dtype), rnd(p.bt, p.K, p.N, p.L).to(dtype)
+    D, bias = rnd(kd), rnd(kd, scale=0.1) - 2.0
+    directions = ("row", "col", "row_rev", "col_rev")[: p.K]
+    orders = scan_orders(p.h, p.w, device, directions)
+    return [u, delta, A, B, C, D, bias], orders
+
+
+def timed(fn: Callable[[], object], device: str, repeat: int) -> float:
+    """Median milliseconds of fn() after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().float(), b.detach().float()
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+def autograd_backend(fn: Callable) -> Callable:
+    """(inputs, orders) -> (forward thunk, backward thunk, output) for an autograd-capable scan."""
+
+    def run(xs, orders, device, repeat, with_bwd):
+        fwd_ms = timed(lambda: fn(*xs, True, orders), device, repeat)
+        y = bwd_ms = None
+        if with_bwd:
+            leaves = [x.detach().requires_grad_() for x in xs]
+            y = fn(*leaves, True, orders)
+            gy = torch.randn_like(y)
+            bwd_ms = timed(lambda: torch.autograd.grad(y, leaves, gy, retain_graph=True), device, repeat)
+        with torch.no_grad():
+            y = fn(*xs, True, orders)
+        return fwd_ms, bwd_ms, y
+
+    return run
+
+
+def load_mamba(module_dir: Path | None):
+    """mamba-ssm's compiled selective_scan_cuda: installed, or built by bench/build_mamba_scan.py."""
+    if module_dir is not None:
+        libs = sorted(module_dir.glob("selective_scan_cuda*.so"))
+        if not libs:
+            raise SystemExit(f"--mamba-module: no selective_scan_cuda*.so in {module_dir}")
+        loader = importlib.machinery.ExtensionFileLoader("selective_scan_cuda", str(libs[0]))
+        spec = importlib.util.spec_from_loader("selective_scan_cuda", loader)
+        mod = importlib.util.module_from_spec(spec)
+        loader.exec_module(mod)
+        return mod
+    try:
+        return importlib.import_module("selective_scan_cuda")
+    except ImportError:
+        return None
+
+
+def mamba_backend(mod) -> Callable:
+    """Its kernels on inputs already gathered into its (B, K*Dm, L) layout: its best case."""
+
+    def run(xs, orders, device, repeat, with_bwd):
+        u, delta, A, B, C, D, bias = xs
+        us, ds, bs, cs = (t.contiguous() for t in gather_orders(u, delta, B, C, orders))
+        fwd_ms = timed(lambda: mod.fwd(us, ds, A, bs, cs, D, None, bias, True), device, repeat)
+        out, x = mod.fwd(us, ds, A, bs, cs, D, None, bias, True)[:2]
+        bwd_ms = None
+        if with_bwd:
+            dout = torch.randn_like(out)
+            bwd_ms = timed(lambda: mod.bwd(us, ds, A, bs, cs, D, None, bias, dout, x, None, None, True, False),
+                           device, repeat)
+        return fwd_ms, bwd_ms, scatter_orders(out, orders)
+
+    return run
+
+
+def sequential_backend(xs, orders, device, repeat, with_bwd):
+    """The one-step-per-token loop, on inputs gathered to its layout beforehand (forward only)."""
+    u, delta, A, B, C, D, bias = xs
+    us, ds, bs, cs = gather_orders(u, delta, B, C, orders)
+    fwd_ms = timed(lambda: selective_scan_sequential(us, ds, A, bs, cs, D, bias, True), device, repeat)
+    return fwd_ms, None, scatter_orders(selective_scan_sequential(us, ds, A, bs, cs, D, bias, True), orders)
+
+
+def copy_gbs(device: str) -> float:
+    """Measured device-to-device copy bandwidth (read + write) of a 512 MiB buffer."""
+    x = torch.empty(128 * 2**20, dtype=torch.float32, device=device)
+    ms = timed(lambda: x.clone(), device, 5)
+    return 2 * x.numel() * 4 / ms / 1e6
+
+
+def device_info(device: str) -> dict:
+    info = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
+            "python": platform.python_version()}
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info["device"] = props.name
+        clock, bus = getattr(props, "memory_clock_rate", None), getattr(props, "memory_bus_width", None)
+        nominal = 2 * clock * 1e3 * bus / 8 / 1e9 if clock and bus else None
+        if nominal is None:
+            nominal = next((v for k, v in NOMINAL_GBS.items() if k in props.name), None)
+        info["nominal_gbs"] = nominal
+        try:
+            import triton
+
+            info["triton"] = triton.__version__
+        except ImportError:
+            pass
+    else:
+        info["device"] = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+        info["nominal_gbs"] = None
+    info["copy_gbs"] = copy_gbs(device)
+    return info
+
+
+def backends_for(device: str, args) -> dict[str, Callable]:
+    out: dict[str, Callable] = {}
+    if device == "cuda":
+        from diffmf_kernels import triton_scan
+
+        reason = triton_scan.unavailable_reason()
+        if reason is None:
+            out["triton"] = autograd_backend(triton_scan.selective_scan)
+            for spec in args.triton_config:
+                cfg = triton_scan.ScanConfig(**{k: int(v) for k, v in (kv.split("=") for kv in spec.split(","))})
+                out[f"triton[{spec}]"] = autograd_backend(
+                    lambda *a, _cfg=cfg: triton_scan.selective_scan(*a, config=_cfg))
+        else:
+            print(f"triton backend skipped: {reason}", file=sys.stderr)
+        mod = load_mamba(args.mamba_module)
+        if mod is not None:
+            out["mamba-ssm"] = mamba_backend(mod)
+        else:
+            print("mamba-ssm peer skipped: selective_scan_cuda not importable (see --mamba-module)", file=sys.stderr)
+    else:
+        from diffmf_kernels import cpu_scan
+
+        reason = cpu_scan.unavailable_reason()
+        if reason is None:
+            out["cpu"] = autograd_backend(cpu_scan.selective_scan)
+        else:
+            print(f"cpu backend skipped: {reason}", file=sys.stderr)
+    if args.reference or device == "cpu":
+        out["reference"] = autograd_backend(selective_scan_reference)
+    if device == "cpu":
+        out["sequential"] = sequential_backend
+    return out
+
+
+def render(info: dict, rows: list[Row], peak: float | None) -> str:
+    lines = [f"### {info['device']} — {info['date']}", "",
+             f"torch {info['torch']}" + (f", triton {info['triton']}" if "triton" in info else "")
+             + f"; measured copy bandwidth {info['copy_gbs']:.0f} GB/s"
+             + (f", nominal {peak:.0f} GB/s" if peak else "") + ".", "",
+             "| backend | problem | dtype | fwd ms | bwd ms | bwd/fwd | floor GB/s | of peak | of copy "
+             "| max rel diff |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def f(v, fmt):
+        return "–" if v is None else format(v, fmt)
+
+    for r in rows:
+        ratio = r.bwd_ms / r.fwd_ms if r.bwd_ms and r.fwd_ms else None
+        of_peak = r.floor_gbs / peak if r.floor_gbs and peak else None
+        of_copy = r.floor_gbs / info["copy_gbs"] if r.floor_gbs else None
+        lines.append(f"| {r.backend} | {r.problem} | {r.dtype} | {f(r.fwd_ms, '.3f')} | {f(r.bwd_ms, '.3f')} | "
+                     f"{f(ratio, '.2f')} | {f(r.floor_gbs, '.0f')} | {f(of_peak, '.1%')} | {f(of_copy, '.1%')} | "
+                     f"{f(r.max_rel_diff, '.1e')}{' ' + r.note if r.note else ''} |")
+    lines += ["", "floor GB/s: bytes of u, delta, B, C read once and y written once / forward time. "
+              "max rel diff: forward output vs the first backend timed on the same problem and dtype."]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True, help="folder for scan_bench.md and scan_bench.json")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ap.add_argument("--sizes", nargs="*", help="HxW[:K:Dm] maps; default per device")
+    ap.add_argument("--dtypes", nargs="*", choices=tuple(DTYPES), default=["fp32", "bf16"])
+    ap.add_argument("--repeat", type=int, default=None, help="timed calls per measurement (median)")
+    ap.add_argument("--no-backward", action="store_true")
+    ap.add_argument("--reference", action="store_true", help="also time the pure-PyTorch reference on CUDA")
+    ap.add_argument("--mamba-module", type=Path, help="build dir of bench/build_mamba_scan.py")
+    ap.add_argument("--triton-config", action="append", default=[],
+                    help="extra Triton tile configs, e.g. 'ts=4,sub=128,bd=64,warps=2' (repeatable)")
+    ap.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    return ap.parse_args(argv)
+
+
+def parse_size(spec: str) -> Problem:
+    hw, *rest = spec.split(":")
+    h, w = (int(v) for v in hw.lower().split("x"))
+    K, dm = (int(rest[0]), int(rest[1])) if rest else (4, 64)
+    return Problem(h, w, K, dm)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    default_sizes = ["512x640", "256x320"] if device == "cuda" else ["128x128:1:64", "128x128:4:64"]
+    problems = [parse_size(s) for s in (args.sizes or default_sizes)]
+    repeat = args.repeat or (20 if device == "cuda" else 3)
+    info = device_info(device)
+    peak = info.get("nominal_gbs")
+    backends = backends_for(device, args)
+    rows: list[Row] = []
+    baseline_out: dict[tuple[str, str], torch.Tensor] = {}  # first successful output per (problem, dtype)
+    jobs = [(p, dt, name) for p in problems for dt in args.dtypes for name in backends]
+    for p, dt_name, name in tqdm(jobs, desc="scan bench", unit="run"):
+        dtype = DTYPES[dt_name]
+        if name == "sequential" and dt_name != "fp32":
+            continue
+        if name.startswith("triton[") and (dt_name != "bf16" or p != problems[0]):
+            continue  # tile variants: bf16 at the first size only
+        xs, orders = make_inputs(p, dtype, device)
+        # The reference's backward (autograd through L/16 chunk slices) takes minutes at these
+        # sizes; the pure-PyTorch baselines are timed once after a warm-up call.
+        slow = name in ("reference", "sequential")
+        with_bwd = not args.no_backward and name != "reference"
+        row = Row(name, str(p), dt_name)
+        try:
+            row.fwd_ms, row.bwd_ms, y = backends[name](xs, orders, device, 1 if slow else repeat, with_bwd)
+            row.floor_gbs = p.floor_bytes(dtype) / row.fwd_ms / 1e6
+            key = (row.problem, dt_name)
+            if key in baseline_out:
+                row.max_rel_diff = max_rel(y, baseline_out[key])
+            else:
+                baseline_out[key] = y
+        except Exception as exc:  # one backend failing must not hide the others' figures
+            row.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+        rows.append(row)
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    args.out.mkdir(parents=True, exist_ok=True)
+    md = render(info, rows, peak)
+    (args.out / "scan_bench.md").write_text(md)
+    (args.out / "scan_bench.json").write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=1))
+    print(md)
+    best: dict[tuple[str, str], Row] = {}
+    for r in rows:
+        key = (r.problem, r.dtype)
+        if r.fwd_ms is not None and (key not in best or r.fwd_ms < best[key].fwd_ms):
+            best[key] = r
+    for (prob, dt), r in best.items():
+        print(f"fastest forward, {prob} {dt}: {r.backend} {r.fwd_ms:.3f} ms", file=sys.stderr)
+    print(f"wrote {args.out / 'scan_bench.md'} and scan_bench.json", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
