@@ -265,7 +265,7 @@ def render(info: dict, rows: list[Row], peak: float | None) -> str:
         of_peak = r.floor_gbs / peak if r.floor_gbs and peak else None
         of_copy = r.floor_gbs / info["copy_gbs"] if r.floor_gbs else None
         lines.append(f"| {r.backend} | {r.problem} | {r.dtype} | {f(r.fwd_ms, '.3f')} | {f(r.bwd_ms, '.3f')} | "
-                     f"{f(ratio, '.2f')} | {f(r.floor_gbs, '.0f')} | {f(of_peak, '.1%')} | {f(of_copy, '.1%')} | "
+                     f"{f(ratio, '.2f')} | {f(r.floor_gbs, '.3g')} | {f(of_peak, '.1%')} | {f(of_copy, '.1%')} | "
                      f"{f(r.max_rel_diff, '.1e')}{' ' + r.note if r.note else ''} |")
     lines += ["", "floor GB/s: bytes of u, delta, B, C read once and y written once / forward time. "
               "max rel diff: forward output vs the first backend timed on the same problem and dtype."]

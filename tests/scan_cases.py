@@ -1,4 +1,7 @@
-"""Random selective-scan problems shared by the kernel tests (CPU and Triton)."""
+"""Random selective-scan problems and checks shared by the kernel tests and bench/gpu_kernel_check.py.
+
+No pytest here, so the GPU check also runs where pytest is not installed.
+"""
 
 from __future__ import annotations
 
@@ -76,3 +79,48 @@ def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| relative to max |b| (the scale of the quantity)."""
     a, b = a.detach().double().cpu(), b.detach().double().cpu()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+
+
+NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
+# dtype -> (forward, gradient) tolerance on max|error| / max|reference|
+TOLERANCE = {torch.float32: (1e-4, 1e-3), torch.bfloat16: (1.5e-2, 3e-2), torch.float16: (5e-3, 1e-2)}
+
+GPU_CASES = [
+    Case(2, 4, 3, 4, 5, 7, "grid"),
+    Case(2, 2, 5, 1, 3, 43, "perm"),
+    Case(2, 2, 3, 4, 1, 77, "none", softplus=False, with_D=False, with_bias=False),
+    Case(1, 4, 64, 16, 24, 40, "grid"),  # the model's channel count; several chunks
+]
+LOW_PRECISION = [(torch.bfloat16, GPU_CASES[3]), (torch.bfloat16, GPU_CASES[1]), (torch.float16, GPU_CASES[3])]
+
+
+def check_triton(case: Case, dtype: torch.dtype, device: str, config=None) -> dict[str, float]:
+    """Triton forward + backward on one case; max relative errors per output (vs float64)."""
+    from diffmf_kernels import triton_scan
+
+    xs, orders = make_inputs(case, torch.float32, device)
+    if dtype != torch.float32:  # activations in dtype, parameters in fp32
+        xs = [t.to(dtype) if i in (0, 1, 3, 4) else t for i, t in enumerate(xs)]
+    xs = [None if t is None else t.requires_grad_() for t in xs]
+    y = triton_scan.selective_scan(*xs, case.softplus, orders, config)
+    if y.dtype != xs[0].dtype or y.shape != (case.bt, case.K * case.dm, case.L):
+        raise AssertionError(f"output is {y.dtype} {tuple(y.shape)}")
+    grad_out = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(device=device, dtype=dtype)
+    y_ref, g_ref = reference(xs, orders, case.softplus, grad_out)
+    live = [t for t in xs if t is not None]
+    grads = iter(torch.autograd.grad(y, live, grad_out))
+    errors = {"y": max_rel(y, y_ref)}
+    for name, x, r in zip(NAMES, xs, g_ref):
+        if x is not None:
+            g = next(grads)
+            if g.dtype != x.dtype or g.shape != x.shape:
+                raise AssertionError(f"d{name} is {g.dtype} {tuple(g.shape)}, input {x.dtype} {tuple(x.shape)}")
+            errors["d" + name] = max_rel(g, r)
+    return errors
+
+
+def assert_within(errors: dict[str, float], dtype: torch.dtype) -> None:
+    fwd, grad = TOLERANCE[dtype]
+    bad = {k: v for k, v in errors.items() if not v < (fwd if k == "y" else grad)}  # NaN is bad too
+    if bad:
+        raise AssertionError(f"errors over tolerance: {bad} (all: {errors})")

@@ -17,60 +17,31 @@ from pathlib import Path
 import pytest
 import torch
 from diffmf_kernels import triton_scan
-from scan_cases import Case, make_inputs, max_rel, reference
+from scan_cases import (
+    GPU_CASES,
+    LOW_PRECISION,
+    TOLERANCE,
+    Case,
+    assert_within,
+    check_triton,
+    make_inputs,
+    max_rel,
+    reference,
+)
 
 from diffmf_core.ops import resolve_backend, scan_orders, selective_scan
-
-NAMES = ("u", "delta", "A", "B", "C", "D", "delta_bias")
-# dtype -> (forward, gradient) tolerance on max|error| / max|reference|
-TOLERANCE = {torch.float32: (1e-4, 1e-3), torch.bfloat16: (1.5e-2, 3e-2), torch.float16: (5e-3, 1e-2)}
-
-GPU_CASES = [
-    Case(2, 4, 3, 4, 5, 7, "grid"),
-    Case(2, 2, 5, 1, 3, 43, "perm"),
-    Case(2, 2, 3, 4, 1, 77, "none", softplus=False, with_D=False, with_bias=False),
-    Case(1, 4, 64, 16, 24, 40, "grid"),  # the model's channel count; several chunks
-]
-LOW_PRECISION = [(torch.bfloat16, GPU_CASES[3]), (torch.bfloat16, GPU_CASES[1]), (torch.float16, GPU_CASES[3])]
-
-
-def _check(case: Case, dtype: torch.dtype, device: str, config=None) -> dict[str, float]:
-    """Run forward + backward; return max relative errors (the test asserts on them)."""
-    xs, orders = make_inputs(case, torch.float32, device)
-    if dtype != torch.float32:  # activations in dtype, parameters in fp32
-        xs = [t.to(dtype) if i in (0, 1, 3, 4) else t for i, t in enumerate(xs)]
-    xs = [None if t is None else t.requires_grad_() for t in xs]
-    y = triton_scan.selective_scan(*xs, case.softplus, orders, config)
-    assert y.dtype == xs[0].dtype and y.shape == (case.bt, case.K * case.dm, case.L)
-    grad_out = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(device=device, dtype=dtype)
-    y_ref, g_ref = reference(xs, orders, case.softplus, grad_out)
-    live = [t for t in xs if t is not None]
-    grads = iter(torch.autograd.grad(y, live, grad_out))
-    errors = {"y": max_rel(y, y_ref)}
-    for name, x, r in zip(NAMES, xs, g_ref):
-        if x is not None:
-            g = next(grads)
-            assert g.dtype == x.dtype and g.shape == x.shape, name
-            errors["d" + name] = max_rel(g, r)
-    return errors
-
-
-def _assert_within(errors: dict[str, float], dtype: torch.dtype) -> None:
-    fwd, grad = TOLERANCE[dtype]
-    bad = {k: v for k, v in errors.items() if v >= (fwd if k == "y" else grad)}
-    assert not bad, f"errors over tolerance: {bad} (all: {errors})"
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", GPU_CASES, ids=str)
 def test_float32_matches_reference_on_cuda(case: Case) -> None:
-    _assert_within(_check(case, torch.float32, "cuda"), torch.float32)
+    assert_within(check_triton(case, torch.float32, "cuda"), torch.float32)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize(("dtype", "case"), LOW_PRECISION, ids=lambda p: str(p).replace("torch.", ""))
 def test_half_precision_inputs_keep_float32_state(dtype: torch.dtype, case: Case) -> None:
-    _assert_within(_check(case, dtype, "cuda"), dtype)
+    assert_within(check_triton(case, dtype, "cuda"), dtype)
 
 
 @pytest.mark.gpu
@@ -102,10 +73,10 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
     script = textwrap.dedent("""
         import json, torch
         from scan_cases import Case
-        from test_kernels_triton import _check
+        from scan_cases import check_triton
         cases = [Case(1, 4, 3, 4, 3, 7, "grid"), Case(1, 2, 3, 1, 1, 23, "perm"),
                  Case(2, 1, 2, 2, 1, 19, "none", softplus=False, with_bias=False)]
-        print("ERRORS", json.dumps([_check(c, torch.float32, "cpu") for c in cases]))
+        print("ERRORS", json.dumps([check_triton(c, torch.float32, "cpu") for c in cases]))
     """)
     tests_dir = Path(__file__).resolve().parent
     env = dict(os.environ, TRITON_INTERPRET="1",
@@ -114,4 +85,4 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
                          cwd=tests_dir)
     assert out.returncode == 0, out.stderr[-3000:]
     for errors in json.loads(out.stdout.split("ERRORS")[1]):
-        _assert_within(errors, torch.float32)
+        assert_within(errors, torch.float32)
