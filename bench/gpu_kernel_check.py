@@ -28,13 +28,15 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write the errors here")
     ap.add_argument("--device", default="cuda", help="cpu only under TRITON_INTERPRET=1 (a dry run)")
     ap.add_argument("--limit", type=int, help="run only the first LIMIT cases")
+    ap.add_argument("--only-configs", action="store_true", help="skip the test cases; check --config ones only")
     args = ap.parse_args()
     reason = triton_scan.unavailable_reason()
     if reason or (args.device == "cuda" and not torch.cuda.is_available()):
         raise SystemExit(f"Triton scan cannot run here: {reason or 'no CUDA device'}")
-    runs = [(str(c), torch.float32, c, None) for c in GPU_CASES]
-    runs += [(str(c), dt, c, None) for dt, c in LOW_PRECISION]
+    runs = [] if args.only_configs else [(str(c), torch.float32, c, None) for c in GPU_CASES]
+    runs += [] if args.only_configs else [(str(c), dt, c, None) for dt, c in LOW_PRECISION]
     model_case = Case(1, 4, 64, 16, 48, 80, "grid")
+    runs.append((f"{model_case} [default config]", torch.bfloat16, model_case, None))
     for spec in args.config:
         cfg = triton_scan.ScanConfig(**{k: int(v) for k, v in (kv.split("=") for kv in spec.split(","))})
         runs.append((f"{model_case} [{spec}]", torch.bfloat16, model_case, cfg))
