@@ -86,7 +86,10 @@ if [[ -d "$MAMBA_BUILD" ]]; then
         echo "no selective_scan_cuda*.so in $MAMBA_BUILD after ${MAMBA_WAIT}s: benchmarking without the mamba-ssm peer"
     fi
 fi
-step bench 480 "$PY" bench/scan.py --out "$OUT/bench" "${BENCH_CONFIG_ARGS[@]}" ${MAMBA_ARGS[@]+"${MAMBA_ARGS[@]}"}
+# The model's sizes, then rows-only / cols-only variants of the large one (what reading
+# column-major lines in place costs).
+step bench 480 "$PY" bench/scan.py --out "$OUT/bench" --sizes 512x640 256x320 512x640:4:64:rows 512x640:4:64:cols \
+    "${BENCH_CONFIG_ARGS[@]}" ${MAMBA_ARGS[@]+"${MAMBA_ARGS[@]}"}
 
 echo
 echo "=== gpu_kernels.sh summary (results in $OUT)"

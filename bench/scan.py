@@ -53,6 +53,13 @@ class Problem:
     dm: int = 64
     N: int = 16
     bt: int = 1
+    lines: str = "all"  # "all": row, col, row_rev, col_rev; "rows" / "cols": only that kind (a diagnostic)
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        kinds = {"all": ("row", "col", "row_rev", "col_rev"), "rows": ("row", "row_rev"), "cols": ("col", "col_rev")}
+        base = kinds[self.lines]
+        return tuple(base[i % len(base)] for i in range(self.K))
 
     @property
     def L(self) -> int:
@@ -65,7 +72,8 @@ class Problem:
         return e * self.bt * self.L * (self.dm + kd + 2 * self.K * self.N + kd)
 
     def __str__(self) -> str:
-        return f"{self.h}x{self.w} K={self.K} Dm={self.dm} N={self.N}"
+        lines = "" if self.lines == "all" else f" {self.lines} only"
+        return f"{self.h}x{self.w} K={self.K} Dm={self.dm} N={self.N}{lines}"
 
 
 @dataclass
@@ -93,8 +101,7 @@ def make_inputs(p: Problem, dtype: torch.dtype, device: str, seed: int = 0):
     A = -(torch.rand(kd, p.N, generator=g) + 0.5).to(device)
     B, C = rnd(p.bt, p.K, p.N, p.L).to(dtype), rnd(p.bt, p.K, p.N, p.L).to(dtype)
     D, bias = rnd(kd), rnd(kd, scale=0.1) - 2.0
-    directions = ("row", "col", "row_rev", "col_rev")[: p.K]
-    orders = scan_orders(p.h, p.w, device, directions)
+    orders = scan_orders(p.h, p.w, device, p.directions)
     return [u, delta, A, B, C, D, bias], orders
 
 
@@ -276,7 +283,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="folder for scan_bench.md and scan_bench.json")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    ap.add_argument("--sizes", nargs="*", help="HxW[:K:Dm] maps; default per device")
+    ap.add_argument("--sizes", nargs="*", help="HxW[:K:Dm[:rows|cols]] maps; default per device")
     ap.add_argument("--dtypes", nargs="*", choices=tuple(DTYPES), default=["fp32", "bf16"])
     ap.add_argument("--repeat", type=int, default=None, help="timed calls per measurement (median)")
     ap.add_argument("--no-backward", action="store_true")
@@ -289,10 +296,11 @@ def parse_args(argv=None):
 
 
 def parse_size(spec: str) -> Problem:
+    """HxW[:K:Dm[:rows|cols]]"""
     hw, *rest = spec.split(":")
     h, w = (int(v) for v in hw.lower().split("x"))
-    K, dm = (int(rest[0]), int(rest[1])) if rest else (4, 64)
-    return Problem(h, w, K, dm)
+    K, dm = (int(rest[0]), int(rest[1])) if len(rest) >= 2 else (4, 64)
+    return Problem(h, w, K, dm, lines=rest[2] if len(rest) >= 3 else "all")
 
 
 def main(argv=None) -> None:
@@ -315,6 +323,8 @@ def main(argv=None) -> None:
             continue
         if name.startswith("triton[") and (dt_name != "bf16" or p != problems[0]):
             continue  # tile variants: bf16 at the first size only
+        if p.lines != "all" and (dt_name != "bf16" or not name.startswith(("triton", "cpu"))):
+            continue  # rows-only / cols-only diagnostics: the native kernels, bf16
         xs, orders = make_inputs(p, dtype, device)
         # The reference's backward (autograd through L/16 chunk slices) takes minutes at these
         # sizes; the pure-PyTorch baselines are timed once after a warm-up call.
