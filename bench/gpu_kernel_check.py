@@ -38,7 +38,7 @@ def main() -> None:
     model_case = Case(1, 4, 64, 16, 48, 80, "grid")
     runs.append((f"{model_case} [default config]", torch.bfloat16, model_case, None))
     for spec in args.config:
-        cfg = triton_scan.ScanConfig(**{k: int(v) for k, v in (kv.split("=") for kv in spec.split(","))})
+        cfg = triton_scan.ScanConfig.parse(spec)
         runs.append((f"{model_case} [{spec}]", torch.bfloat16, model_case, cfg))
     runs = runs[: args.limit]
     failures, results = 0, []

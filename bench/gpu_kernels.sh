@@ -28,7 +28,8 @@ PY="${PYTHON:-python}"
 MAMBA_BUILD="${MAMBA_BUILD:-.gpu/mamba_build}"
 MAMBA_WAIT="${MAMBA_WAIT:-60}"
 # Tile variants timed (bf16, 640x512) beside the default and checked for correctness first.
-CONFIGS=("ts=4,sub=128" "ts=2,sub=128" "ts=4,sub=64,bd=32,warps=1,ts_bwd=16,bd_bwd=16,warps_bwd=1")
+CONFIGS=("bd_lines=4" "chunk=256" "lines=16,bd_lines=16,warps_lines=4" "forward=tiles"
+         "ts_bwd=16,bd_bwd=16,warps_bwd=1")
 CONFIG_ARGS=()
 for c in "${CONFIGS[@]}"; do CONFIG_ARGS+=(--config "$c"); done
 BENCH_CONFIG_ARGS=()

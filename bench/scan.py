@@ -230,7 +230,7 @@ def backends_for(device: str, args) -> dict[str, Callable]:
         if reason is None:
             out["triton"] = autograd_backend(triton_scan.selective_scan)
             for spec in args.triton_config:
-                cfg = triton_scan.ScanConfig(**{k: int(v) for k, v in (kv.split("=") for kv in spec.split(","))})
+                cfg = triton_scan.ScanConfig.parse(spec)
                 out[f"triton[{spec}]"] = autograd_backend(
                     lambda *a, _cfg=cfg: triton_scan.selective_scan(*a, config=_cfg))
         else:

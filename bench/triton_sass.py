@@ -72,6 +72,9 @@ def main() -> None:
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--dtype", default="bf16", choices=("fp32", "fp16", "bf16"))
     ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--lines", type=int, default=32)
+    ap.add_argument("--bd-lines", type=int, default=8)
+    ap.add_argument("--warps-lines", type=int, default=2)
     ap.add_argument("--ts", type=int, default=4)
     ap.add_argument("--sub", type=int, default=64)
     ap.add_argument("--bd", type=int, default=64)
@@ -85,11 +88,17 @@ def main() -> None:
     dt = "*" + args.dtype
     ptrs = {p: dt for p in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "y_ptr", "gy_ptr", "gdelta_ptr", "gB_ptr",
                             "gC_ptr")}
-    ptrs.update(dirs_ptr="*i32", orders_ptr="*i32", gu_ptr="*fp32")
+    ptrs.update(dirs_ptr="*i32", orders_ptr="*i32", lines_ptr="*i32", gu_ptr="*fp32")
     flags = dict(MODE=args.mode, HAS_BIAS=True, SOFTPLUS=True)
     fwd = dict(NP=np2, BD=args.bd, TS=args.ts, SUB=args.sub, SHARED_U=True, **flags)
     bwd = dict(NP=np2, BD=args.bd_bwd, TS=args.ts_bwd, **flags)
+    lines = dict(NP=np2, BD=args.bd_lines, G=args.lines, SHARED_U=True, HAS_D=True, **flags)
+    tile_lines = np2 * args.bd_lines * args.lines
     kernels = [
+        ("_fwd_lines/sum", tk._fwd_lines, dict(lines, SUMMARY=True, SAVE_EVERY=0), args.warps_lines, tile_lines),
+        ("_fwd_lines/out", tk._fwd_lines, dict(lines, SUMMARY=False, SAVE_EVERY=0), args.warps_lines, tile_lines),
+        ("_fwd_lines/sav", tk._fwd_lines, dict(lines, SUMMARY=False, SAVE_EVERY=args.ts_bwd), args.warps_lines,
+         tile_lines),
         ("_fwd_summary", tk._fwd_summary, fwd, args.warps, args.bd * np2 * args.ts),
         ("_fwd_output", tk._fwd_output, dict(fwd, HAS_D=True, SAVE_EVERY=args.ts_bwd // args.ts), args.warps,
          args.bd * np2 * args.ts),
@@ -98,7 +107,8 @@ def main() -> None:
         ("_bwd_output", tk._bwd_output, dict(bwd, SHARED_U=True, HAS_D=True), args.warps_bwd,
          args.bd_bwd * np2 * args.ts_bwd),
     ]
-    print(f"sm_{args.arch}, {args.dtype}, N={args.n}, ts={args.ts}, sub={args.sub}, bd={args.bd}, "
+    print(f"sm_{args.arch}, {args.dtype}, N={args.n}, lines={args.lines}, bd_lines={args.bd_lines}, "
+          f"ts={args.ts}, sub={args.sub}, bd={args.bd}, "
           f"ts_bwd={args.ts_bwd}, bd_bwd={args.bd_bwd}, mode={args.mode}")
     cols = ["regs", "local", "shared", "sass", *GROUPS]
     print(f"{'kernel':14s} {'elem/thr':>8s} " + " ".join(f"{c:>7s}" for c in cols))

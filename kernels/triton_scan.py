@@ -43,13 +43,21 @@ def unavailable_reason() -> str | None:
 
 @dataclass(frozen=True)
 class ScanConfig:
-    """Tile sizes (powers of two).
+    """Tile sizes (powers of two, except ``chunk``).
 
-    Forward program: bd channels x sub sub-tiles of ts steps (chunk = ts * sub steps).
-    Backward program: ts_bwd steps, looping over channel blocks of bd_bwd; ts_bwd must
-    divide the forward chunk, which saves the state every ts_bwd steps for it.
+    forward="lines" (default): a program steps through ``chunk`` positions for ``lines``
+    chunks (the same piece of adjacent scan lines, on the lanes) x ``bd_lines`` channels.
+    forward="tiles": a program runs ``sub`` sub-tiles of ``ts`` steps x ``bd`` channels
+    with tl.associative_scan (chunk = ts * sub).
+    Backward program: ``ts_bwd`` steps, looping over channel blocks of ``bd_bwd``; the
+    forward saves the state every ``ts_bwd`` steps for it.
     """
 
+    forward: str = "lines"
+    chunk: int = 128
+    lines: int = 32
+    bd_lines: int = 8
+    warps_lines: int = 2
     ts: int = 4
     sub: int = 64
     bd: int = 64
@@ -60,8 +68,21 @@ class ScanConfig:
     carry_rows: int = 64
     carry_tile: int = 16
 
+    @classmethod
+    def parse(cls, spec: str) -> ScanConfig:
+        """'chunk=256,forward=tiles' -> ScanConfig with those fields changed from the defaults."""
+        try:
+            fields = dict(kv.split("=", 1) for kv in spec.split(",") if kv)
+        except ValueError as exc:
+            raise ValueError(f"ScanConfig spec must be name=value[,name=value...], got {spec!r}") from exc
+        return cls(**{k: int(v) if v.lstrip("-").isdigit() else v for k, v in fields.items()})
+
     def __post_init__(self) -> None:
-        for name in ("ts", "sub", "bd", "ts_bwd", "bd_bwd", "carry_rows", "carry_tile"):
+        if self.forward not in ("lines", "tiles"):
+            raise ValueError(f"ScanConfig.forward must be 'lines' or 'tiles', got {self.forward!r}")
+        if self.chunk < 1:
+            raise ValueError(f"ScanConfig.chunk must be positive, got {self.chunk}")
+        for name in ("lines", "bd_lines", "ts", "sub", "bd", "ts_bwd", "bd_bwd", "carry_rows", "carry_tile"):
             v = getattr(self, name)
             if v < 1 or v & (v - 1):
                 raise ValueError(f"ScanConfig.{name} must be a power of two, got {v}")
@@ -75,16 +96,18 @@ def _pow2(x: int) -> int:
 
 
 def default_config(N: int, Dm: int, L: int) -> ScanConfig:
-    """Channels on the lanes, ~64 (forward) / ~128 (backward) tile elements per thread."""
+    """Channels or lines on the lanes, ~64 (forward) / ~128 (backward) tile elements per thread."""
     if interpreting():
-        return ScanConfig(ts=4, sub=4, bd=2, warps=1, ts_bwd=8, bd_bwd=2, warps_bwd=1, carry_rows=8, carry_tile=4)
+        return ScanConfig(chunk=4, lines=4, bd_lines=2, warps_lines=1, ts=4, sub=4, bd=2, warps=1, ts_bwd=8,
+                          bd_bwd=2, warps_bwd=1, carry_rows=8, carry_tile=4)
     np2 = _pow2(N)
     bd = max(1, min(_pow2(Dm), 64))
     ts = max(1, min(64, 64 // np2))
     ts_bwd = max(ts, 32)
     sub = max(ts_bwd // ts, min(64, _pow2(-(-L // ts))))
     bd_bwd = max(1, min(_pow2(Dm), 256 // np2))
-    return ScanConfig(ts=ts, sub=sub, bd=bd, warps=max(1, min(4, bd // 32)), ts_bwd=ts_bwd, bd_bwd=bd_bwd,
+    return ScanConfig(bd_lines=max(1, min(_pow2(Dm), 128 // np2)), ts=ts, sub=sub, bd=bd,
+                      warps=max(1, min(4, bd // 32)), ts_bwd=ts_bwd, bd_bwd=bd_bwd,
                       warps_bwd=max(1, min(4, bd_bwd * ts_bwd * np2 // 4096)))
 
 
@@ -96,6 +119,7 @@ class TokenOrder:
     H: int = 1
     W: int = 1
     table: torch.Tensor | None = None  # MODE_GRID: (K,) int32 direction codes; MODE_TABLE: (K, L) int32
+    codes: tuple[int, ...] = ()  # MODE_GRID: the direction codes on the host
 
 
 def _grid_codes(orders: torch.Tensor) -> tuple[list[int], int, int] | None:
@@ -143,7 +167,7 @@ def describe_orders(orders: torch.Tensor | None, device: torch.device) -> TokenO
     grid = _grid_codes(host)
     if grid is not None:
         codes, h, w = grid
-        desc = TokenOrder(MODE_GRID, h, w, torch.tensor(codes, dtype=torch.int32, device=device))
+        desc = TokenOrder(MODE_GRID, h, w, torch.tensor(codes, dtype=torch.int32, device=device), tuple(codes))
     else:
         desc = TokenOrder(MODE_TABLE, table=host.to(torch.int32).contiguous().to(device))
     if len(_order_cache) > 64:
@@ -191,6 +215,32 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+_lines_cache: dict[tuple, tuple[torch.Tensor, int]] = {}
+
+
+def _lines_table(order: TokenOrder, K: int, L: int, chunk: int, group: int, device) -> tuple[torch.Tensor, int]:
+    """Per direction (pieces per line, lines) for _fwd_lines, and the programs per (batch, dir, block)."""
+    key = (order.mode, order.H, order.W, order.codes, K, L, chunk, group, str(device))
+    hit = _lines_cache.get(key)
+    if hit is not None:
+        return hit
+    n_chunks = _cdiv(L, chunk)
+    rows, work = [], 0
+    for k in range(K):
+        line = (order.H if order.codes[k] & 1 else order.W) if order.mode == MODE_GRID else 0
+        if line and line % chunk == 0:
+            ppl, n_lines = line // chunk, L // line
+        else:  # no line structure to follow: each chunk is a line of its own
+            ppl, n_lines = 1, n_chunks
+        rows += [ppl, n_lines]
+        work = max(work, _cdiv(n_lines, group) * ppl)
+    hit = (torch.tensor(rows, dtype=torch.int32, device=device), work)
+    if len(_lines_cache) > 64:
+        _lines_cache.clear()
+    _lines_cache[key] = hit
+    return hit
+
+
 def forward(u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, cfg: ScanConfig,
             save_states: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Launch the forward kernels; returns y and (if asked) the state every ts_bwd steps."""
@@ -201,36 +251,56 @@ def forward(u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, cfg: 
     dm = kd // K
     dev = u.device
     np2 = _pow2(N)
-    n_dblk = _cdiv(dm, cfg.bd)
-    chunk = cfg.ts * cfg.sub
-    n_chunks = _cdiv(L, chunk)
     f32 = torch.float32
     dummy = torch.empty(1, dtype=f32, device=dev)
     table = order.table if order.table is not None else torch.empty(1, dtype=torch.int32, device=dev)
-    common = dict(MODE=order.mode, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus))
+    common = dict(MODE=order.mode, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
+                  SHARED_U=u.shape[1] != kd)
     bias = delta_bias if delta_bias is not None else dummy
+    Dt = D if D is not None else dummy
+    y = torch.empty(bt, kd, L, dtype=u.dtype, device=dev)
+    n_save = _cdiv(L, cfg.ts_bwd)
+    states = torch.empty(bt * kd * np2 * n_save, dtype=f32, device=dev) if save_states else dummy
+    chunk = cfg.chunk if cfg.forward == "lines" else cfg.ts * cfg.sub
+    n_chunks = _cdiv(L, chunk)
+    hin = dummy
+    if cfg.forward == "lines":
+        n_dblk = _cdiv(dm, cfg.bd_lines)
+        lines, n_work = _lines_table(order, K, L, chunk, cfg.lines, dev)
+        grid = (bt * K * n_work * n_dblk,)
+        args = dict(NP=np2, BD=cfg.bd_lines, G=cfg.lines, num_warps=cfg.warps_lines, HAS_D=D is not None, **common)
+        if n_chunks > 1:
+            hsum = torch.zeros(bt * kd * np2 * n_chunks, dtype=f32, device=dev)
+            dtsum = torch.zeros(bt * kd * n_chunks, dtype=f32, device=dev)
+            tk._fwd_lines[grid](u, delta, A, B, C, Dt, bias, table, table, lines, dummy, y, dummy, hsum, dtsum,
+                                L, order.H, order.W, K, dm, N, n_dblk, n_work, n_chunks, n_save, chunk,
+                                SUMMARY=True, SAVE_EVERY=0, **args)
+            hin = _carry(tk, hsum, dtsum, A, bt * kd * np2, n_chunks, np2, N, kd, cfg, reverse=False)
+        tk._fwd_lines[grid](u, delta, A, B, C, Dt, bias, table, table, lines, hin, y, states, dummy, dummy,
+                            L, order.H, order.W, K, dm, N, n_dblk, n_work, n_chunks, n_save, chunk,
+                            SUMMARY=False, SAVE_EVERY=cfg.ts_bwd if save_states else 0, **args)
+        return y, (states if save_states else None)
+    n_dblk = _cdiv(dm, cfg.bd)
     grid = (bt * K * n_chunks * n_dblk,)
-    hin = torch.empty(1, dtype=f32, device=dev)
+    tiles = dict(NP=np2, BD=cfg.bd, TS=cfg.ts, SUB=cfg.sub, num_warps=cfg.warps, **common)
     if n_chunks > 1:
         hsum = torch.empty(bt * kd * np2 * n_chunks, dtype=f32, device=dev)
         dtsum = torch.empty(bt * kd * n_chunks, dtype=f32, device=dev)
         tk._fwd_summary[grid](u, delta, A, B, bias, table, table, hsum, dtsum,
-                              L, order.H, order.W, K, dm, N, n_dblk, n_chunks,
-                              NP=np2, BD=cfg.bd, TS=cfg.ts, SUB=cfg.sub, SHARED_U=u.shape[1] != kd,
-                              num_warps=cfg.warps, **common)
-        hin = torch.empty_like(hsum)
-        n_rows = bt * kd * np2
-        tk._carry[(_cdiv(n_rows, cfg.carry_rows),)](hsum, dtsum, A, hin, kd, N, n_rows, n_chunks,
-                                                    NP=np2, R=cfg.carry_rows, CT=cfg.carry_tile, REVERSE=False)
-    y = torch.empty(bt, kd, L, dtype=u.dtype, device=dev)
-    n_save = _cdiv(L, cfg.ts_bwd)
-    states = torch.empty(bt * kd * np2 * n_save, dtype=f32, device=dev) if save_states else dummy
-    tk._fwd_output[grid](u, delta, A, B, C, D if D is not None else dummy, bias, table, table, hin, y, states,
-                         L, order.H, order.W, K, dm, N, n_dblk, n_chunks, n_save,
-                         NP=np2, BD=cfg.bd, TS=cfg.ts, SUB=cfg.sub, SHARED_U=u.shape[1] != kd,
-                         HAS_D=D is not None, SAVE_EVERY=cfg.ts_bwd // cfg.ts if save_states else 0,
-                         num_warps=cfg.warps, **common)
+                              L, order.H, order.W, K, dm, N, n_dblk, n_chunks, **tiles)
+        hin = _carry(tk, hsum, dtsum, A, bt * kd * np2, n_chunks, np2, N, kd, cfg, reverse=False)
+    tk._fwd_output[grid](u, delta, A, B, C, Dt, bias, table, table, hin, y, states,
+                         L, order.H, order.W, K, dm, N, n_dblk, n_chunks, n_save, HAS_D=D is not None,
+                         SAVE_EVERY=cfg.ts_bwd // cfg.ts if save_states else 0, **tiles)
     return y, (states if save_states else None)
+
+
+def _carry(tk, summ, dtsum, A, n_rows, n_chunks, np2, N, kd, cfg: ScanConfig, reverse: bool) -> torch.Tensor:
+    """Inclusive scan of chunk summaries over chunks (backwards for the gradient)."""
+    out = torch.empty_like(summ)
+    tk._carry[(_cdiv(n_rows, cfg.carry_rows),)](summ, dtsum, A, out, kd, N, n_rows, n_chunks,
+                                                NP=np2, R=cfg.carry_rows, CT=cfg.carry_tile, REVERSE=reverse)
+    return out
 
 
 def backward(gy, u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, cfg: ScanConfig,
@@ -257,10 +327,7 @@ def backward(gy, u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, 
                                                 L, order.H, order.W, K, dm, N, n_dblk, n_sub,
                                                 NP=np2, BD=cfg.bd_bwd, TS=cfg.ts_bwd, num_warps=cfg.warps_bwd,
                                                 **common)
-    gin = torch.empty_like(gsum)
-    n_rows = bt * kd * np2
-    tk._carry[(_cdiv(n_rows, cfg.carry_rows),)](gsum, dtsum, A, gin, kd, N, n_rows, n_sub,
-                                                NP=np2, R=cfg.carry_rows, CT=cfg.carry_tile, REVERSE=True)
+    gin = _carry(tk, gsum, dtsum, A, bt * kd * np2, n_sub, np2, N, kd, cfg, reverse=True)
     gu = torch.empty(bt, kd, L, dtype=f32 if shared_u else u.dtype, device=dev)
     gdelta = torch.empty_like(delta)
     gB, gC = torch.empty_like(B), torch.empty_like(C)

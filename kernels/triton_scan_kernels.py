@@ -345,3 +345,86 @@ def _bwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
             tl.store(gbias_ptr + prow, tl.sum(gx, axis=0), mask=dmask)
     tl.store(gB_ptr + brow[:, None] + idx[None, :], gB.to(gB_ptr.dtype.element_ty), mask=bm)
     tl.store(gC_ptr + brow[:, None] + idx[None, :], gC.to(gC_ptr.dtype.element_ty), mask=bm)
+
+
+# ---- forward, "lines" variant --------------------------------------------------------
+# A program steps through TC scan positions one at a time for G chunks x BD channels, with
+# the state [NP, BD, G] in registers (no scan primitive at all). The G chunks are the same
+# piece of G adjacent scan lines (image columns for the column directions), so at every
+# step the G tokens read are adjacent in memory; G sits on the lanes, channels and states
+# in-thread. lines_ptr holds per direction (pieces per line, number of lines); when a
+# direction's lines are not a multiple of TC long, each chunk is its own "line".
+
+
+@triton.jit
+def _fwd_lines(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr, orders_ptr, lines_ptr,
+               hin_ptr, y_ptr, states_ptr, hsum_ptr, dtsum_ptr,
+               L, H, W, K, Dm, N, n_dblk, n_work, n_chunks, n_save, TC,
+               NP: tl.constexpr, BD: tl.constexpr, G: tl.constexpr, MODE: tl.constexpr,
+               SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+               SUMMARY: tl.constexpr, SAVE_EVERY: tl.constexpr):
+    """SUMMARY: end state of each chunk from zero + sum(dt) (-> hsum, dtsum); else y (and states)."""
+    pid = tl.program_id(0)
+    dblk = pid % n_dblk
+    rest = pid // n_dblk
+    w = rest % n_work
+    bk = rest // n_work
+    b = bk // K
+    k = bk % K
+    KD = K * Dm
+    ppl = tl.load(lines_ptr + 2 * k)
+    n_lines = tl.load(lines_ptr + 2 * k + 1)
+    line = (w // ppl) * G + tl.arange(0, G)
+    gmask = line < n_lines
+    chunk = line * ppl + w % ppl  # [G] chunk ids, in scan order
+    d = dblk * BD + tl.arange(0, BD)
+    dmask = d < Dm
+    c = k * Dm + d
+    n = tl.arange(0, NP)
+    nmask = n < N
+    A2, bias, Dv = _channel_params(A_ptr, D_ptr, bias_ptr, c, dmask, n, nmask, N, HAS_D, HAS_BIAS, BD)
+    rows = (b * KD + c).to(tl.int64)
+    drow = rows * L
+    if SHARED_U:
+        urow = (b * Dm + d).to(tl.int64) * L
+    else:
+        urow = drow
+    brow = ((b * K + k) * N + n).to(tl.int64) * L
+    srow = rows[None, :, None] * NP + n[:, None, None]  # [NP, BD, 1]
+    smask = nmask[:, None, None] & dmask[None, :, None] & gmask[None, None, :]
+    if SUMMARY:
+        h = tl.zeros([NP, BD, G], dtype=tl.float32)
+        tot = tl.zeros([BD, G], dtype=tl.float32)
+    else:
+        h = tl.load(hin_ptr + srow * n_chunks + (chunk[None, None, :] - 1),
+                    mask=smask & (chunk[None, None, :] > 0), other=0.0)
+    t0 = chunk * TC
+    for s in range(TC):
+        t = t0 + s
+        tmask = gmask & (t < L)
+        idx = _tokens(t, k, L, H, W, dirs_ptr, orders_ptr, MODE)
+        m2 = dmask[:, None] & tmask[None, :]
+        x = tl.load(delta_ptr + drow[:, None] + idx[None, :], mask=m2, other=0.0).to(tl.float32) + bias[:, None]
+        if SOFTPLUS:
+            dt = _softplus(x)
+        else:
+            dt = x
+        dt = tl.where(m2, dt, 0.0)
+        uu = tl.load(u_ptr + urow[:, None] + idx[None, :], mask=m2, other=0.0).to(tl.float32)
+        bm = nmask[:, None] & tmask[None, :]
+        Bv = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
+        if SAVE_EVERY > 0:  # (only in the output pass)
+            keep = smask & (t[None, None, :] % SAVE_EVERY == 0) & (t[None, None, :] < L)
+            tl.store(states_ptr + srow * n_save + t[None, None, :] // SAVE_EVERY, h, mask=keep)
+        a = tl.exp2(A2[:, :, None] * dt[None, :, :])
+        h = a * h + (dt * uu)[None, :, :] * Bv[:, None, :]
+        if SUMMARY:
+            tot += dt
+        else:
+            Cv = tl.load(C_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
+            y = tl.sum(h * Cv[:, None, :], axis=0) + Dv[:, None] * uu
+            tl.store(y_ptr + drow[:, None] + idx[None, :], y.to(y_ptr.dtype.element_ty), mask=m2)
+    if SUMMARY:
+        tl.store(hsum_ptr + srow * n_chunks + chunk[None, None, :], h,
+                 mask=(n < NP)[:, None, None] & dmask[None, :, None] & gmask[None, None, :])
+        tl.store(dtsum_ptr + rows[:, None] * n_chunks + chunk[None, :], tot, mask=dmask[:, None] & gmask[None, :])

@@ -69,14 +69,18 @@ def test_grid_orders_are_read_by_arithmetic() -> None:
 
 
 def test_kernels_in_the_interpreter_match_reference() -> None:
-    """Every index mode, forward and gradients, under TRITON_INTERPRET=1 on CPU tensors."""
+    """Every index mode and both forward variants, with gradients, under TRITON_INTERPRET=1 on CPU."""
     script = textwrap.dedent("""
         import json, torch
-        from scan_cases import Case
-        from scan_cases import check_triton
-        cases = [Case(1, 4, 3, 4, 3, 7, "grid"), Case(1, 2, 3, 1, 1, 23, "perm"),
-                 Case(2, 1, 2, 2, 1, 19, "none", softplus=False, with_bias=False)]
-        print("ERRORS", json.dumps([check_triton(c, torch.float32, "cpu") for c in cases]))
+        from scan_cases import Case, check_triton
+        from diffmf_kernels.triton_scan import ScanConfig
+        tiles = ScanConfig(forward="tiles", ts=4, sub=4, bd=2, warps=1, ts_bwd=8, bd_bwd=2, warps_bwd=1,
+                           carry_rows=8, carry_tile=4)
+        runs = [(Case(1, 4, 3, 4, 4, 8, "grid"), None),  # "lines" forward following image lines
+                (Case(1, 4, 3, 4, 3, 7, "grid"), tiles),  # "tiles" forward
+                (Case(1, 2, 3, 1, 1, 23, "perm"), None),
+                (Case(2, 1, 2, 2, 1, 19, "none", softplus=False, with_bias=False), None)]
+        print("ERRORS", json.dumps([check_triton(c, torch.float32, "cpu", cfg) for c, cfg in runs]))
     """)
     tests_dir = Path(__file__).resolve().parent
     env = dict(os.environ, TRITON_INTERPRET="1",
