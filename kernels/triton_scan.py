@@ -106,7 +106,8 @@ def default_config(N: int, Dm: int, L: int) -> ScanConfig:
     ts_bwd = max(ts, 32)
     sub = max(ts_bwd // ts, min(64, _pow2(-(-L // ts))))
     bd_bwd = max(1, min(_pow2(Dm), 256 // np2))
-    return ScanConfig(bd_lines=max(1, min(_pow2(Dm), 128 // np2)), ts=ts, sub=sub, bd=bd,
+    return ScanConfig(chunk=min(128, max(16, _pow2(L // 512))), bd_lines=max(1, min(_pow2(Dm), 128 // max(np2, 8))),
+                      ts=ts, sub=sub, bd=bd,
                       warps=max(1, min(4, bd // 32)), ts_bwd=ts_bwd, bd_bwd=bd_bwd,
                       warps_bwd=max(1, min(4, bd_bwd * ts_bwd * np2 // 4096)))
 
