@@ -5,11 +5,13 @@ state n, a_t = exp(dt_t * A[c, n]), b_t = dt_t * u_t * B[n, t],
 h_t = a_t * h_{t-1} + b_t, y_t = sum_n C[n, t] * h_t + D[c] * u_t.
 
 Forward, three launches (L is cut into chunks so thousands of programs run at once):
-  1. _fwd_summary: per chunk, the state it would end in from a zero start, and sum(dt).
-  2. _carry:       per (channel, n), a scan over chunks -> the state entering each chunk.
-  3. _fwd_output:  per chunk, the exact scan from that state (tl.associative_scan over
-                   sub-tiles of TS steps, state carried in registers), writing y and,
-                   for the backward pass, the state at every sub-tile start.
+  1. summary: per chunk, the state it would end in from a zero start, and sum(dt);
+  2. _carry:  per (channel, n), a scan over chunks -> the state entering each chunk;
+  3. output:  per chunk, the exact recurrence from that state, writing y and, for the
+              backward pass, the state every ts_bwd steps.
+Two implementations of 1 and 3: _fwd_lines (default; a per-step loop over adjacent scan
+lines, see its comment) and _fwd_summary/_fwd_output (tl.associative_scan over sub-tiles
+of TS steps, state carried in registers).
 Backward, three launches at sub-tile granularity: _bwd_summary (per sub-tile, the
 gradient it sends left), _carry in reverse, _bwd_output (one program per sub-tile and
 direction, looping over channel blocks so dL/dB and dL/dC are summed in registers).
