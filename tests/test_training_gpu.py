@@ -3,7 +3,7 @@
 import pytest
 import torch
 from diffmf_training.options import normalise
-from diffmf_training.test import main as test_main
+from diffmf_training.test import main as run_diffmf_test
 from diffmf_training.train import train
 from diffmf_training.train_state import latest_complete, load_state
 from training_support import small_options, write_pairs
@@ -43,7 +43,7 @@ def test_cuda_test_cli(tmp_path, data, capsys):
     train(normalise(opt), progress=False)
     args = ["--model_path", str(tmp_path / "run" / "unit" / "models"), "--iter_number", "2", "--dataset", "B",
             "--root", str(tmp_path / "data"), "--out", str(tmp_path / "out"), "--device", "cuda", "--no-progress"]
-    assert test_main(args) == 0
+    assert run_diffmf_test(args) == 0
     out = capsys.readouterr().out
     assert "fused 2 pairs" in out and "float16" in out  # bf16 or fp16 autocast by default on CUDA
     assert len(list((tmp_path / "out").glob("*.png"))) == 2
