@@ -97,13 +97,17 @@ def contact_sheet(data: Path, fused_dir: Path, picks: list[tuple[str, str, str |
 
 
 def fmt(v: float) -> str:
-    return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
+    return f"{v:.4f}" if abs(v) >= 0.01 or v == 0 else f"{v:.2e}"
 
 
 def write_markdown(path: Path, engine_info: dict, overall: dict[str, dict], duels: list[dict]) -> list[str]:
     """report.md; returns the list of goal shortfalls (empty when every goal is met)."""
+    weights = Path(engine_info["checkpoint"])
+    shipped = weights.parent.name == "weights" and weights.parent.parent.name == "diffmf_core"
+    shown = f"diffmf_core/weights/{weights.name} (shipped)" if shipped else str(weights)
     lines = ["# Quality report: shipped DIFF-MF weights on the evaluation split", "",
-             f"Weights: `{engine_info['checkpoint']}` ({engine_info['parameters']:,} parameters); fused on "
+             "Regenerate: `python -m diffmf_training.quality_report` (needs ../shared/data).", "",
+             f"Weights: `{shown}` ({engine_info['parameters']:,} parameters); fused on "
              f"{engine_info['device']} ({engine_info['dtype']}, scan backend {engine_info['scan_backend']}).",
              "Evaluation split (never trained on): TNO pairs with an even number, MSRS pairs whose number ends "
              "in 0-4. Metrics: `diffmf_eval` (CDDFuse-evaluator conventions, docs/evaluation.md). Nabf: lower is "
