@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from diffmf_core.ops import check_scan_shapes
+
 from .native_build import BuildError, build_library
 
 SOURCE = Path(__file__).resolve().parent / "csrc" / "selective_scan_cpu.cpp"
@@ -58,31 +60,14 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 
 
 def _check(u, delta, A, B, C, D, delta_bias, orders) -> tuple[int, int, int, int, int]:
-    """Shapes the C++ code indexes blindly: anything else must fail here, not segfault there."""
+    """The contract's shapes, plus what only the C++ code needs: CPU tensors, orders in range."""
     for name, t in (("u", u), ("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D),
                     ("delta_bias", delta_bias), ("orders", orders)):
         if t is not None and t.device.type != "cpu":
             raise ValueError(f"cpu scan: {name} is on {t.device}, expected cpu")
-    if B.dim() != 4 or C.shape != B.shape:
-        raise ValueError(f"cpu scan: B and C must be (batch, K, N, L); got {tuple(B.shape)}, {tuple(C.shape)}")
-    bt, K, N, L = B.shape
-    kd = A.shape[0]
-    if A.dim() != 2 or A.shape[1] != N or kd % K:
-        raise ValueError(f"cpu scan: A must be (K*Dm, N) with K={K}, N={N}; got {tuple(A.shape)}")
-    dm = kd // K
-    want_u = (bt, dm, L) if orders is not None else (bt, kd, L)
-    if tuple(u.shape) != want_u or tuple(delta.shape) != (bt, kd, L):
-        raise ValueError(f"cpu scan: u must be {want_u} and delta {(bt, kd, L)}; "
-                         f"got {tuple(u.shape)}, {tuple(delta.shape)}")
-    for name, t in (("D", D), ("delta_bias", delta_bias)):
-        if t is not None and t.numel() != kd:
-            raise ValueError(f"cpu scan: {name} must have {kd} elements; got {tuple(t.shape)}")
-    if orders is not None:
-        if tuple(orders.shape) != (K, L) or orders.dtype.is_floating_point or orders.dtype.is_complex:
-            raise ValueError(f"cpu scan: orders must be an integer (K, L) = {(K, L)} tensor; "
-                             f"got {orders.dtype} {tuple(orders.shape)}")
-        if orders.numel() and (int(orders.min()) < 0 or int(orders.max()) >= L):
-            raise ValueError(f"cpu scan: orders must index tokens 0..{L - 1}")
+    bt, K, dm, N, L = check_scan_shapes(u, delta, A, B, C, D, delta_bias, orders, who="cpu scan")
+    if orders is not None and orders.numel() and (int(orders.min()) < 0 or int(orders.max()) >= L):
+        raise ValueError(f"cpu scan: orders must index tokens 0..{L - 1}")
     return bt, K, dm, N, L
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from diffmf_core.ops import check_scan_shapes
+
 MODE_IDENTITY, MODE_GRID, MODE_TABLE = 0, 1, 2
 DIRECTION_CODES = {"row": 0, "col": 1, "row_rev": 2, "col_rev": 3}  # bit 0 column-major, bit 1 reversed
 
@@ -185,26 +187,12 @@ def describe_orders(orders: torch.Tensor | None, device: torch.device) -> TokenO
 
 
 def _check(u, delta, A, B, C, D, delta_bias, orders) -> tuple[int, int, int, int, int]:
-    if B.dim() != 4 or C.shape != B.shape:
-        raise ValueError(f"triton scan: B and C must be (batch, K, N, L); got {tuple(B.shape)}, {tuple(C.shape)}")
-    bt, K, N, L = B.shape
-    kd = A.shape[0]
-    if A.dim() != 2 or A.shape[1] != N or kd % K:
-        raise ValueError(f"triton scan: A must be (K*Dm, N) with K={K}, N={N}; got {tuple(A.shape)}")
-    dm = kd // K
-    want_u = (bt, dm, L) if orders is not None else (bt, kd, L)
-    if tuple(u.shape) != want_u or tuple(delta.shape) != (bt, kd, L):
-        raise ValueError(f"triton scan: u must be {want_u} and delta {(bt, kd, L)}; "
-                         f"got {tuple(u.shape)}, {tuple(delta.shape)}")
-    for name, t in (("D", D), ("delta_bias", delta_bias)):
-        if t is not None and t.numel() != kd:
-            raise ValueError(f"triton scan: {name} must have {kd} elements; got {tuple(t.shape)}")
-    if orders is not None and tuple(orders.shape) != (K, L):
-        raise ValueError(f"triton scan: orders must be (K, L) = {(K, L)}; got {tuple(orders.shape)}")
+    """The contract's shapes, plus one device for every tensor."""
+    dims = check_scan_shapes(u, delta, A, B, C, D, delta_bias, orders, who="triton scan")
     for name, t in (("delta", delta), ("A", A), ("B", B), ("C", C), ("D", D), ("delta_bias", delta_bias)):
         if t is not None and t.device != u.device:
             raise ValueError(f"triton scan: {name} is on {t.device}, u on {u.device}")
-    return bt, K, dm, N, L
+    return dims
 
 
 _FLOATS = (torch.float32, torch.float16, torch.bfloat16)

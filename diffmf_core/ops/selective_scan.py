@@ -127,26 +127,34 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
 
     Returns y in u's dtype; the state is always accumulated in at least float32.
     """
-    _check_shapes(u, delta, A, B, C, D, delta_bias, orders)
+    check_scan_shapes(u, delta, A, B, C, D, delta_bias, orders)
     chosen = resolve_backend(backend, u.device)
     return chosen.fn(u, delta, A, B, C, D, delta_bias, delta_softplus, orders)
 
 
-def _check_shapes(u, delta, A, B, C, D, delta_bias, orders) -> None:
+def check_scan_shapes(u, delta, A, B, C, D=None, delta_bias=None, orders=None,
+                      who: str = "selective_scan") -> tuple[int, int, int, int, int]:
+    """Validate the contract's shapes (one place for every backend); returns (Bt, K, Dm, N, L).
+
+    Kernels index these tensors blindly, so a wrong shape must fail here, not crash there.
+    """
     if B.dim() != 4 or C.shape != B.shape:
-        raise ValueError(f"B and C must both be (batch, K, N, L); got {tuple(B.shape)} and {tuple(C.shape)}")
+        raise ValueError(f"{who}: B and C must both be (batch, K, N, L); got {tuple(B.shape)} and {tuple(C.shape)}")
     bt, K, N, L = B.shape
     kd = A.shape[0]
-    if A.shape != (kd, N) or kd % K:
-        raise ValueError(f"A must be (K*Dm, N) with K={K}, N={N}; got {tuple(A.shape)}")
+    if A.dim() != 2 or A.shape[1] != N or kd % K:
+        raise ValueError(f"{who}: A must be (K*Dm, N) with K={K}, N={N}; got {tuple(A.shape)}")
     dm = kd // K
     u_shape = (bt, dm, L) if orders is not None else (bt, kd, L)
     if tuple(u.shape) != u_shape:
-        raise ValueError(f"u must be {u_shape}; got {tuple(u.shape)}")
+        raise ValueError(f"{who}: u must be {u_shape}; got {tuple(u.shape)}")
     if tuple(delta.shape) != (bt, kd, L):
-        raise ValueError(f"delta must be {(bt, kd, L)}; got {tuple(delta.shape)}")
+        raise ValueError(f"{who}: delta must be {(bt, kd, L)}; got {tuple(delta.shape)}")
     for name, t in (("D", D), ("delta_bias", delta_bias)):
         if t is not None and tuple(t.shape) != (kd,):
-            raise ValueError(f"{name} must be ({kd},); got {tuple(t.shape)}")
-    if orders is not None and tuple(orders.shape) != (K, L):
-        raise ValueError(f"orders must be (K, L) = {(K, L)}; got {tuple(orders.shape)}")
+            raise ValueError(f"{who}: {name} must be ({kd},); got {tuple(t.shape)}")
+    if orders is not None and (tuple(orders.shape) != (K, L) or orders.dtype.is_floating_point
+                               or orders.dtype.is_complex):
+        raise ValueError(f"{who}: orders must be an integer (K, L) = {(K, L)} tensor; "
+                         f"got {orders.dtype} {tuple(orders.shape)}")
+    return bt, K, dm, N, L
