@@ -88,6 +88,8 @@ setup(
             "pytest-timeout>=2.1",
             "ruff>=0.5",
             "scikit-image>=0.22",
+            # Runs the Triton kernels' tests under its interpreter on machines without a GPU.
+            "triton>=3.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
         ],
     },
     zip_safe=False,
