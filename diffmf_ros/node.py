@@ -304,12 +304,8 @@ class FusionNode(LifecycleNode):
         now_ns = self.get_clock().now().nanoseconds
         if self._clock_watch.update(now_ns) or self._stamp_watch[stream].update(stamp_ns):
             self._on_clock_jump(stream)
-        camera = self.settings.thermal if stream == THERMAL else self.settings.visible
-        convert = image_to_numpy if camera.transport == "raw" else compressed_to_numpy
-        try:
-            pixels = convert(msg, max_pixels=self.settings.max_image_pixels)
-        except ImageConversionError as exc:
-            self._drop(exc.reason, f"{stream} frame dropped: {exc}")
+        pixels = self._convert(stream, msg)
+        if pixels is None:
             return None
         if is_stale(stamp_ns, now_ns, self.settings.max_age):
             self._drop("stale", f"{stream} frame dropped: older than max_age {self.settings.max_age} s on arrival")
@@ -329,14 +325,20 @@ class FusionNode(LifecycleNode):
             if frame is not None:
                 self._hand_over(Passthrough(stream, frame))
 
-    def _accept_unpaired(self, stream: str, msg: Any) -> Frame | None:
-        started = time.perf_counter()
+    def _convert(self, stream: str, msg: Any) -> np.ndarray | None:
+        """The message's pixels, or None when it cannot be converted (dropped and counted)."""
         camera = self.settings.thermal if stream == THERMAL else self.settings.visible
         convert = image_to_numpy if camera.transport == "raw" else compressed_to_numpy
         try:
-            pixels = convert(msg, max_pixels=self.settings.max_image_pixels)
+            return convert(msg, max_pixels=self.settings.max_image_pixels)
         except ImageConversionError as exc:
             self._drop(exc.reason, f"{stream} frame dropped: {exc}")
+            return None
+
+    def _accept_unpaired(self, stream: str, msg: Any) -> Frame | None:
+        started = time.perf_counter()
+        pixels = self._convert(stream, msg)
+        if pixels is None:
             return None
         return Frame(pixels, stamp_to_ns(msg.header.stamp), msg.header.frame_id, (time.perf_counter() - started) * 1e3)
 
