@@ -9,7 +9,7 @@ rclpy = pytest.importorskip("rclpy")
 from rcl_interfaces.msg import Log  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 
-from diffmf_ros.node import FusionNode  # noqa: E402
+from diffmf_ros.node import FusionNode, stamp_to_ns  # noqa: E402
 from diffmf_ros.probe import BackgroundNode, FusionProbe, synthetic_pair  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -45,7 +45,7 @@ def rig():
 
 
 def _stamp(msg):
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    return stamp_to_ns(msg.header.stamp)
 
 
 def _publish_until(probe, streams, done, timeout, period=0.15):

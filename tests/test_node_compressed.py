@@ -12,7 +12,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
-from diffmf_ros.node import FusionNode  # noqa: E402
+from diffmf_ros.node import FusionNode, stamp_to_ns  # noqa: E402
 from diffmf_ros.probe import BackgroundNode, FusionProbe, synthetic_pair  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -55,7 +55,7 @@ def rig():
 
 
 def _stamp(msg):
-    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    return stamp_to_ns(msg.header.stamp)
 
 
 def test_compressed_inputs_fuse_with_the_thermal_stamp(rig):
