@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib
-import importlib.machinery
-import importlib.util
 import json
 import platform
 import statistics
@@ -148,19 +145,14 @@ def autograd_backend(fn: Callable) -> Callable:
 
 
 def load_mamba(module_dir: Path | None):
-    """mamba-ssm's compiled selective_scan_cuda: installed, or built by bench/build_mamba_scan.py."""
-    if module_dir is not None:
-        libs = sorted(module_dir.glob("selective_scan_cuda*.so"))
-        if not libs:
-            raise SystemExit(f"--mamba-module: no selective_scan_cuda*.so in {module_dir}")
-        loader = importlib.machinery.ExtensionFileLoader("selective_scan_cuda", str(libs[0]))
-        spec = importlib.util.spec_from_loader("selective_scan_cuda", loader)
-        mod = importlib.util.module_from_spec(spec)
-        loader.exec_module(mod)
-        return mod
+    """mamba-ssm's compiled selective_scan_cuda: from --mamba-module, else installed, else None."""
+    from diffmf_kernels import mamba_scan
+
     try:
-        return importlib.import_module("selective_scan_cuda")
-    except ImportError:
+        return mamba_scan.load_module(module_dir)
+    except ImportError as exc:
+        if module_dir is not None:
+            raise SystemExit(f"--mamba-module: {exc}") from exc
         return None
 
 
@@ -237,7 +229,10 @@ def backends_for(device: str, args) -> dict[str, Callable]:
             print(f"triton backend skipped: {reason}", file=sys.stderr)
         mod = load_mamba(args.mamba_module)
         if mod is not None:
-            out["mamba-ssm"] = mamba_backend(mod)
+            from diffmf_kernels import mamba_scan
+
+            out["mamba-ssm"] = mamba_backend(mod)  # its kernel alone, inputs gathered beforehand
+            out["mamba"] = autograd_backend(lambda *a, _m=mod: mamba_scan.scan_with(_m, *a))  # our backend
         else:
             print("mamba-ssm peer skipped: selective_scan_cuda not importable (see --mamba-module)", file=sys.stderr)
     else:

@@ -94,15 +94,17 @@ GPU_CASES = [
 LOW_PRECISION = [(torch.bfloat16, GPU_CASES[3]), (torch.bfloat16, GPU_CASES[1]), (torch.float16, GPU_CASES[3])]
 
 
-def check_triton(case: Case, dtype: torch.dtype, device: str, config=None) -> dict[str, float]:
-    """Triton forward + backward on one case; max relative errors per output (vs float64)."""
-    from diffmf_kernels import triton_scan
+def check_scan(scan, case: Case, dtype: torch.dtype, device: str) -> dict[str, float]:
+    """``scan(u, delta, A, B, C, D, delta_bias, softplus, orders)`` forward + backward on one case.
 
+    Activations (u, delta, B, C) in ``dtype``, parameters in float32; returns the max relative
+    error of y and of every gradient against the float64 reference.
+    """
     xs, orders = make_inputs(case, torch.float32, device)
-    if dtype != torch.float32:  # activations in dtype, parameters in fp32
+    if dtype != torch.float32:
         xs = [t.to(dtype) if i in (0, 1, 3, 4) else t for i, t in enumerate(xs)]
     xs = [None if t is None else t.requires_grad_() for t in xs]
-    y = triton_scan.selective_scan(*xs, case.softplus, orders, config)
+    y = scan(*xs, case.softplus, orders)
     if y.dtype != xs[0].dtype or y.shape != (case.bt, case.K * case.dm, case.L):
         raise AssertionError(f"output is {y.dtype} {tuple(y.shape)}")
     grad_out = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)).to(device=device, dtype=dtype)
@@ -117,6 +119,13 @@ def check_triton(case: Case, dtype: torch.dtype, device: str, config=None) -> di
                 raise AssertionError(f"d{name} is {g.dtype} {tuple(g.shape)}, input {x.dtype} {tuple(x.shape)}")
             errors["d" + name] = max_rel(g, r)
     return errors
+
+
+def check_triton(case: Case, dtype: torch.dtype, device: str, config=None) -> dict[str, float]:
+    """check_scan on the Triton backend with an optional ScanConfig."""
+    from diffmf_kernels import triton_scan
+
+    return check_scan(lambda *a: triton_scan.selective_scan(*a, config), case, dtype, device)
 
 
 def assert_within(errors: dict[str, float], dtype: torch.dtype) -> None:

@@ -45,9 +45,12 @@ def test_half_precision_inputs_keep_float32_state(dtype: torch.dtype, case: Case
 
 
 @pytest.mark.gpu
-def test_cuda_picks_triton_automatically() -> None:
+def test_cuda_picks_a_cuda_backend_automatically() -> None:
+    from diffmf_kernels import mamba_scan
+
     os.environ.pop("DIFFMF_SCAN_BACKEND", None)
-    assert resolve_backend(None, torch.device("cuda")).name == "triton"
+    want = "mamba" if mamba_scan.unavailable_reason() is None else "triton"
+    assert resolve_backend(None, torch.device("cuda")).name == want
     case = GPU_CASES[0]
     xs, orders = make_inputs(case, torch.float32, "cuda")
     y = selective_scan(*xs, case.softplus, orders=orders)

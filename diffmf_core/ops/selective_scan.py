@@ -4,10 +4,11 @@ Backends (name: where it runs):
     reference  pure PyTorch, any device; the oracle (ops/scan_reference.py)
     cpu        native CPU kernel from diffmf_kernels
     triton     fused Triton kernel from diffmf_kernels, CUDA
-    mamba      mamba-ssm's CUDA selective_scan_fn, when mamba_ssm imports
+    mamba      mamba-ssm's compiled CUDA scan (selective_scan_cuda), when it loads
 
 Choice: the ``backend`` argument, else ``$DIFFMF_SCAN_BACKEND``, else automatic
-(CUDA: triton -> mamba -> reference; CPU: cpu -> reference). An explicitly named
+(CUDA: mamba -> triton -> reference; CPU: cpu -> reference). mamba-ssm's kernel goes
+first where it loads because it measured faster than ours (bench/RESULTS.md). An explicitly named
 backend that cannot run raises; the automatic choice is logged once per device type.
 """
 
@@ -21,13 +22,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .scan_reference import gather_orders, scatter_orders, selective_scan_reference
+from .scan_reference import selective_scan_reference
 
 log = logging.getLogger("diffmf_core.scan")
 
 BACKEND_ENV = "DIFFMF_SCAN_BACKEND"
 BACKENDS = ("reference", "cpu", "triton", "mamba")
-_AUTO_ORDER = {"cuda": ("triton", "mamba", "reference"), "cpu": ("cpu", "reference")}
+_AUTO_ORDER = {"cuda": ("mamba", "triton", "reference"), "cpu": ("cpu", "reference")}
 
 
 class ScanBackendError(RuntimeError):
@@ -40,34 +41,11 @@ class Backend:
     fn: Callable[..., torch.Tensor]
 
 
-def _mamba_fn() -> Callable[..., torch.Tensor]:
-    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-
-    def run(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, orders=None):
-        if orders is not None:
-            us, ds, bs, cs = gather_orders(u, delta, B, C, orders)
-            y = selective_scan_fn(us.contiguous(), ds.contiguous(), A.float(), bs.contiguous(), cs.contiguous(),
-                                  None if D is None else D.float(), None,
-                                  None if delta_bias is None else delta_bias.float(), delta_softplus)
-            return scatter_orders(y, orders)
-        return selective_scan_fn(u, delta, A.float(), B, C, None if D is None else D.float(), None,
-                                 None if delta_bias is None else delta_bias.float(), delta_softplus)
-
-    return run
-
-
 def _load(name: str, device: torch.device) -> Backend:
     """Return the backend or raise ScanBackendError saying why it cannot run on ``device``."""
     if name == "reference":
         return Backend(name, selective_scan_reference)
-    if name == "mamba":
-        if device.type != "cuda":
-            raise ScanBackendError("scan backend 'mamba' needs a CUDA device")
-        try:
-            return Backend(name, _mamba_fn())
-        except Exception as exc:  # ImportError, or its compiled extension failing to load
-            raise ScanBackendError(f"scan backend 'mamba' unavailable: mamba_ssm does not import ({exc})") from exc
-    if name in ("cpu", "triton"):
+    if name in ("cpu", "triton", "mamba"):
         want = "cpu" if name == "cpu" else "cuda"
         if device.type != want:
             raise ScanBackendError(f"scan backend '{name}' runs on {want} tensors, got {device.type}")

@@ -1,0 +1,108 @@
+"""The 'mamba' backend: mamba-ssm's compiled selective_scan_cuda behind our contract.
+
+Everywhere: the adapter (argument order, dtypes, gather/scatter of token orders, which
+gradient goes where) is checked against a stand-in module that keeps mamba-ssm's calling
+convention and checks its preconditions, computing with the float64 reference. On a CUDA
+machine where the real module loads, the ``gpu`` tests run it against the reference.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+
+import pytest
+import torch
+from diffmf_kernels import mamba_scan
+from scan_cases import GPU_CASES, Case, assert_within, check_scan
+
+from diffmf_core.ops import ScanBackendError, resolve_backend
+from diffmf_core.ops.scan_reference import selective_scan_reference
+
+
+def _standin_module() -> types.SimpleNamespace:
+    """fwd/bwd with selective_scan_cuda's signatures and TORCH_CHECKs, computed by the reference."""
+
+    def check(u, delta, A, B, C, D, z, delta_bias):
+        assert z is None
+        assert u.dtype in (torch.float32, torch.float16, torch.bfloat16)
+        assert delta.dtype == B.dtype == C.dtype == u.dtype, "u, delta, B, C must share one dtype"
+        assert A.dtype == torch.float32 and A.is_contiguous()
+        for t in (D, delta_bias):
+            assert t is None or (t.dtype == torch.float32 and t.dim() == 1)
+        for t in (u, delta):
+            assert t.stride(-1) == 1 and t.shape == delta.shape, "u and delta must be (batch, K*Dm, L)"
+        assert B.dim() == 4 and B.shape[-1] == u.shape[-1] and B.stride(-1) == 1 and C.stride(-1) == 1
+
+    def run(u, delta, A, B, C, D, delta_bias, softplus):
+        x64 = [None if t is None else t.detach().double().requires_grad_() for t in (u, delta, A, B, C, D, delta_bias)]
+        return x64, selective_scan_reference(*x64, softplus)
+
+    def fwd(u, delta, A, B, C, D, z, delta_bias, softplus):
+        check(u, delta, A, B, C, D, z, delta_bias)
+        _, y = run(u, delta, A, B, C, D, delta_bias, softplus)
+        return [y.detach().to(u.dtype), torch.zeros(1)]  # the second item stands for its saved chunk states
+
+    def bwd(u, delta, A, B, C, D, z, delta_bias, dout, x, out, dz, softplus, recompute_out_z):
+        check(u, delta, A, B, C, D, z, delta_bias)
+        assert x is not None and out is None and dz is None and recompute_out_z is False
+        with torch.enable_grad():  # a Function's backward runs with grad mode off
+            x64, y = run(u, delta, A, B, C, D, delta_bias, softplus)
+            live = [t for t in x64 if t is not None]
+            grads = iter(torch.autograd.grad(y, live, dout.double()))
+        like = (u, delta, A, B, C, D, delta_bias)
+        return [None if t is None else next(grads).to(ref.dtype) for t, ref in zip(x64, like)]
+
+    return types.SimpleNamespace(fwd=fwd, bwd=bwd)
+
+
+ADAPTER_CASES = [Case(2, 4, 3, 4, 5, 7, "grid"), Case(1, 2, 5, 1, 3, 11, "perm"),
+                 Case(2, 2, 3, 4, 1, 9, "none", softplus=False, with_D=False, with_bias=False)]
+
+
+@pytest.mark.parametrize("case", ADAPTER_CASES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_adapter_matches_reference_through_the_module_convention(case: Case, dtype: torch.dtype) -> None:
+    ops = _standin_module()
+    errors = check_scan(lambda *a: mamba_scan.scan_with(ops, *a).to(a[0].dtype), case, dtype, "cpu")
+    assert_within(errors, dtype)
+
+
+def test_module_location_errors_name_the_problem(tmp_path, monkeypatch) -> None:
+    with pytest.raises(ImportError, match="no selective_scan_cuda"):
+        mamba_scan.load_module(tmp_path)
+    with pytest.raises(ImportError, match="does not exist"):
+        mamba_scan.load_module(tmp_path / "missing.so")
+    monkeypatch.setenv(mamba_scan.MODULE_ENV, str(tmp_path))
+    mamba_scan._module.cache_clear()
+    try:
+        _, reason = mamba_scan._module()
+        assert "DIFFMF_MAMBA_SCAN_MODULE" in reason and "no selective_scan_cuda" in reason
+    finally:
+        mamba_scan._module.cache_clear()
+
+
+def test_backend_is_refused_on_cpu_tensors() -> None:
+    with pytest.raises(ScanBackendError, match="'mamba' runs on cuda tensors"):
+        resolve_backend("mamba", torch.device("cpu"))
+
+
+def _real_module_or_skip():
+    reason = mamba_scan.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", GPU_CASES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_real_module_matches_reference_on_cuda(case: Case, dtype: torch.dtype) -> None:
+    _real_module_or_skip()
+    assert_within(check_scan(mamba_scan.selective_scan, case, dtype, "cuda"), dtype)
+
+
+@pytest.mark.gpu
+def test_cuda_prefers_mamba_when_it_loads() -> None:
+    _real_module_or_skip()
+    os.environ.pop("DIFFMF_SCAN_BACKEND", None)
+    assert resolve_backend(None, torch.device("cuda")).name == "mamba"
