@@ -47,8 +47,21 @@ def signature(fn, pointer_types: dict[str, str], constexprs: dict) -> dict[str, 
     return sig
 
 
+# Arguments the JIT would see as multiples of 16 at the benchmark size (640x512, Dm=64, N=16):
+# it specialises those (and every torch allocation's pointer) with tt.divisibility=16, which
+# decides whether loads vectorise; without this the offline compile would assume nothing.
+DIVISIBLE_INTS = ("L", "H", "W", "Dm", "N")
+
+
+def divisibility(fn, sig: dict[str, str]) -> dict:
+    names = list(inspect.signature(fn.fn).parameters)
+    return {(names.index(n),): [["tt.divisibility", 16]] for n, kind in sig.items()
+            if kind.startswith("*") or n in DIVISIBLE_INTS}
+
+
 def inspect_kernel(fn, pointer_types, constexprs, warps: int, arch: int) -> dict:
-    src = ASTSource(fn=fn, signature=signature(fn, pointer_types, constexprs), constexprs=constexprs)
+    sig = signature(fn, pointer_types, constexprs)
+    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=divisibility(fn, sig))
     k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(k.asm["cubin"])
@@ -82,23 +95,35 @@ def main() -> None:
     ap.add_argument("--ts-bwd", type=int, default=32)
     ap.add_argument("--bd-bwd", type=int, default=16)
     ap.add_argument("--warps-bwd", type=int, default=2)
+    ap.add_argument("--rows-gt", type=int, default=128)
+    ap.add_argument("--rows-sub", type=int, default=4)
+    ap.add_argument("--rows-bd", type=int, default=2)
+    ap.add_argument("--rows-warps", type=int, default=4)
+    ap.add_argument("--only", nargs="*", help="kernel names to compile (default: all)")
     ap.add_argument("--mode", type=int, default=1, help="0 identity, 1 grid arithmetic, 2 table")
     args = ap.parse_args()
     np2 = 1 << max(0, (args.n - 1).bit_length())
     dt = "*" + args.dtype
     ptrs = {p: dt for p in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "y_ptr", "gy_ptr", "gdelta_ptr", "gB_ptr",
                             "gC_ptr")}
-    ptrs.update(dirs_ptr="*i32", orders_ptr="*i32", lines_ptr="*i32", gu_ptr="*fp32")
+    ptrs.update(dirs_ptr="*i32", orders_ptr="*i32", lines_ptr="*i32", sel_ptr="*i32", gu_ptr="*fp32")
     flags = dict(MODE=args.mode, HAS_BIAS=True, SOFTPLUS=True)
     fwd = dict(NP=np2, BD=args.bd, TS=args.ts, SUB=args.sub, SHARED_U=True, **flags)
     bwd = dict(NP=np2, BD=args.bd_bwd, TS=args.ts_bwd, **flags)
     lines = dict(NP=np2, BD=args.bd_lines, G=args.lines, SHARED_U=True, HAS_D=True, **flags)
     tile_lines = np2 * args.bd_lines * args.lines
+    rows = dict(NP=np2, BD=args.rows_bd, GT=args.rows_gt, SUB=args.rows_sub, REV=False, SHARED_U=True, HAS_D=True,
+                HAS_BIAS=True, SOFTPLUS=True)
+    tile_rows = np2 * args.rows_bd * args.rows_gt
     kernels = [
         ("_fwd_lines/sum", tk._fwd_lines, dict(lines, SUMMARY=True, SAVE_EVERY=0), args.warps_lines, tile_lines),
         ("_fwd_lines/out", tk._fwd_lines, dict(lines, SUMMARY=False, SAVE_EVERY=0), args.warps_lines, tile_lines),
         ("_fwd_lines/sav", tk._fwd_lines, dict(lines, SUMMARY=False, SAVE_EVERY=args.ts_bwd), args.warps_lines,
          tile_lines),
+        ("_fwd_rows/sum", tk._fwd_rows, dict(rows, SUMMARY=True, SAVE_EVERY=0), args.rows_warps, tile_rows),
+        ("_fwd_rows/out", tk._fwd_rows, dict(rows, SUMMARY=False, SAVE_EVERY=0), args.rows_warps, tile_rows),
+        ("_fwd_rows/sav", tk._fwd_rows, dict(rows, SUMMARY=False, SAVE_EVERY=args.ts_bwd), args.rows_warps,
+         tile_rows),
         ("_fwd_summary", tk._fwd_summary, fwd, args.warps, args.bd * np2 * args.ts),
         ("_fwd_output", tk._fwd_output, dict(fwd, HAS_D=True, SAVE_EVERY=args.ts_bwd // args.ts), args.warps,
          args.bd * np2 * args.ts),
@@ -109,10 +134,13 @@ def main() -> None:
     ]
     print(f"sm_{args.arch}, {args.dtype}, N={args.n}, lines={args.lines}, bd_lines={args.bd_lines}, "
           f"ts={args.ts}, sub={args.sub}, bd={args.bd}, "
-          f"ts_bwd={args.ts_bwd}, bd_bwd={args.bd_bwd}, mode={args.mode}")
+          f"ts_bwd={args.ts_bwd}, bd_bwd={args.bd_bwd}, rows_gt={args.rows_gt}, rows_sub={args.rows_sub}, "
+          f"rows_bd={args.rows_bd}, rows_warps={args.rows_warps}, mode={args.mode}")
     cols = ["regs", "local", "shared", "sass", *GROUPS]
     print(f"{'kernel':14s} {'elem/thr':>8s} " + " ".join(f"{c:>7s}" for c in cols))
     for name, fn, const, warps, tile in kernels:
+        if args.only and name.split("/")[0] not in args.only and name not in args.only:
+            continue
         r = inspect_kernel(fn, ptrs, const, warps, args.arch)
         print(f"{name:14s} {tile // (32 * warps):8d} " + " ".join(f"{r[c]:7d}" for c in cols))
 

@@ -53,6 +53,10 @@ class ScanConfig:
     tiny model at 640x512 in 7.0 ms against 14.8 ms.
     forward="lines": a program steps through ``chunk`` positions for ``lines`` chunks (the
     same piece of adjacent scan lines, on the lanes) x ``bd_lines`` channels.
+    forward="hybrid": column directions by the "lines" kernel; row directions (and no orders) by
+    ``rows_kernel``: "rows" = _fwd_rows, a program per row segment of ``rows_sub`` sub-tiles of
+    ``rows_gt`` tokens (contiguous, on the lanes) for ``rows_bd`` channels in turn, or "tiles";
+    orders read through a table fall back to "tiles".
     Backward program: ``ts_bwd`` steps, looping over channel blocks of ``bd_bwd``; the
     forward saves the state every ``ts_bwd`` steps for it.
     """
@@ -71,6 +75,11 @@ class ScanConfig:
     warps_bwd: int = 2
     carry_rows: int = 64
     carry_tile: int = 16
+    rows_gt: int = 128
+    rows_sub: int = 4
+    rows_bd: int = 2
+    rows_warps: int = 4
+    rows_kernel: str = "rows"
 
     @classmethod
     def parse(cls, spec: str) -> ScanConfig:
@@ -82,11 +91,14 @@ class ScanConfig:
         return cls(**{k: int(v) if v.lstrip("-").isdigit() else v for k, v in fields.items()})
 
     def __post_init__(self) -> None:
-        if self.forward not in ("lines", "tiles"):
-            raise ValueError(f"ScanConfig.forward must be 'lines' or 'tiles', got {self.forward!r}")
-        if self.chunk < 1:
-            raise ValueError(f"ScanConfig.chunk must be positive, got {self.chunk}")
-        for name in ("lines", "bd_lines", "ts", "sub", "bd", "ts_bwd", "bd_bwd", "carry_rows", "carry_tile"):
+        if self.forward not in ("lines", "tiles", "hybrid"):
+            raise ValueError(f"ScanConfig.forward must be 'lines', 'tiles' or 'hybrid', got {self.forward!r}")
+        if self.rows_kernel not in ("rows", "tiles"):
+            raise ValueError(f"ScanConfig.rows_kernel must be 'rows' or 'tiles', got {self.rows_kernel!r}")
+        if self.chunk < 1 or self.rows_sub < 1:
+            raise ValueError(f"ScanConfig.chunk and rows_sub must be positive, got {self.chunk}, {self.rows_sub}")
+        for name in ("lines", "bd_lines", "ts", "sub", "bd", "ts_bwd", "bd_bwd", "carry_rows", "carry_tile",
+                     "rows_gt", "rows_bd"):
             v = getattr(self, name)
             if v < 1 or v & (v - 1):
                 raise ValueError(f"ScanConfig.{name} must be a power of two, got {v}")
@@ -103,7 +115,8 @@ def default_config(N: int, Dm: int, L: int) -> ScanConfig:
     """Channels or lines on the lanes, ~64 (forward) / ~128 (backward) tile elements per thread."""
     if interpreting():
         return ScanConfig(chunk=4, lines=4, bd_lines=2, warps_lines=1, ts=4, sub=4, bd=2, warps=1, ts_bwd=8,
-                          bd_bwd=2, warps_bwd=1, carry_rows=8, carry_tile=4)
+                          bd_bwd=2, warps_bwd=1, carry_rows=8, carry_tile=4, rows_gt=4, rows_sub=2, rows_bd=2,
+                          rows_warps=1)
     np2 = _pow2(N)
     bd = max(1, min(_pow2(Dm), 64))
     ts = max(1, min(64, 64 // np2))
@@ -211,84 +224,12 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-_lines_cache: dict[tuple, tuple[torch.Tensor, int]] = {}
-
-
-def _lines_table(order: TokenOrder, K: int, L: int, chunk: int, group: int, device) -> tuple[torch.Tensor, int]:
-    """Per direction (pieces per line, lines) for _fwd_lines, and the programs per (batch, dir, block)."""
-    key = (order.mode, order.H, order.W, order.codes, K, L, chunk, group, str(device))
-    hit = _lines_cache.get(key)
-    if hit is not None:
-        return hit
-    n_chunks = _cdiv(L, chunk)
-    rows, work = [], 0
-    for k in range(K):
-        line = (order.H if order.codes[k] & 1 else order.W) if order.mode == MODE_GRID else 0
-        if line and line % chunk == 0:
-            ppl, n_lines = line // chunk, L // line
-        else:  # no line structure to follow: each chunk is a line of its own
-            ppl, n_lines = 1, n_chunks
-        rows += [ppl, n_lines]
-        work = max(work, _cdiv(n_lines, group) * ppl)
-    hit = (torch.tensor(rows, dtype=torch.int32, device=device), work)
-    if len(_lines_cache) > 64:
-        _lines_cache.clear()
-    _lines_cache[key] = hit
-    return hit
-
-
 def forward(u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, cfg: ScanConfig,
             save_states: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Launch the forward kernels; returns y and (if asked) the state every ts_bwd steps."""
-    from . import triton_scan_kernels as tk
+    """Launch the forward kernels (triton_scan_forward.py); y and (if asked) the state every ts_bwd steps."""
+    from .triton_scan_forward import run_forward
 
-    bt, kd, L = delta.shape
-    K, N = B.shape[1], A.shape[1]
-    dm = kd // K
-    dev = u.device
-    np2 = _pow2(N)
-    f32 = torch.float32
-    dummy = torch.empty(1, dtype=f32, device=dev)
-    table = order.table if order.table is not None else torch.empty(1, dtype=torch.int32, device=dev)
-    common = dict(MODE=order.mode, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus),
-                  SHARED_U=u.shape[1] != kd)
-    bias = delta_bias if delta_bias is not None else dummy
-    Dt = D if D is not None else dummy
-    y = torch.empty(bt, kd, L, dtype=u.dtype, device=dev)
-    n_save = _cdiv(L, cfg.ts_bwd)
-    states = torch.empty(bt * kd * np2 * n_save, dtype=f32, device=dev) if save_states else dummy
-    chunk = cfg.chunk if cfg.forward == "lines" else cfg.ts * cfg.sub
-    n_chunks = _cdiv(L, chunk)
-    hin = dummy
-    if cfg.forward == "lines":
-        n_dblk = _cdiv(dm, cfg.bd_lines)
-        lines, n_work = _lines_table(order, K, L, chunk, cfg.lines, dev)
-        grid = (bt * K * n_work * n_dblk,)
-        args = dict(NP=np2, BD=cfg.bd_lines, G=cfg.lines, num_warps=cfg.warps_lines, HAS_D=D is not None, **common)
-        if n_chunks > 1:
-            hsum = torch.zeros(bt * kd * np2 * n_chunks, dtype=f32, device=dev)
-            dtsum = torch.zeros(bt * kd * n_chunks, dtype=f32, device=dev)
-            tk._fwd_lines[grid](u, delta, A, B, C, Dt, bias, table, table, lines, dummy, y, dummy, hsum, dtsum,
-                                L, order.H, order.W, K, dm, N, n_dblk, n_work, n_chunks, n_save, chunk,
-                                SUMMARY=True, SAVE_EVERY=0, **args)
-            hin = _carry(tk, hsum, dtsum, A, bt * kd * np2, n_chunks, np2, N, kd, cfg, reverse=False)
-        tk._fwd_lines[grid](u, delta, A, B, C, Dt, bias, table, table, lines, hin, y, states, dummy, dummy,
-                            L, order.H, order.W, K, dm, N, n_dblk, n_work, n_chunks, n_save, chunk,
-                            SUMMARY=False, SAVE_EVERY=cfg.ts_bwd if save_states else 0, **args)
-        return y, (states if save_states else None)
-    n_dblk = _cdiv(dm, cfg.bd)
-    grid = (bt * K * n_chunks * n_dblk,)
-    tiles = dict(NP=np2, BD=cfg.bd, TS=cfg.ts, SUB=cfg.sub, num_warps=cfg.warps, **common)
-    if n_chunks > 1:
-        hsum = torch.empty(bt * kd * np2 * n_chunks, dtype=f32, device=dev)
-        dtsum = torch.empty(bt * kd * n_chunks, dtype=f32, device=dev)
-        tk._fwd_summary[grid](u, delta, A, B, bias, table, table, hsum, dtsum,
-                              L, order.H, order.W, K, dm, N, n_dblk, n_chunks, **tiles)
-        hin = _carry(tk, hsum, dtsum, A, bt * kd * np2, n_chunks, np2, N, kd, cfg, reverse=False)
-    tk._fwd_output[grid](u, delta, A, B, C, Dt, bias, table, table, hin, y, states,
-                         L, order.H, order.W, K, dm, N, n_dblk, n_chunks, n_save, HAS_D=D is not None,
-                         SAVE_EVERY=cfg.ts_bwd // cfg.ts if save_states else 0, **tiles)
-    return y, (states if save_states else None)
+    return run_forward(u, delta, A, B, C, D, delta_bias, softplus, order, cfg, save_states)
 
 
 def _carry(tk, summ, dtsum, A, n_rows, n_chunks, np2, N, kd, cfg: ScanConfig, reverse: bool) -> torch.Tensor:

@@ -74,6 +74,19 @@ def _load_dt(delta_ptr, row, idx, mask, bias, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
+def _selected_coords(pid, n_dblk, n_chunks, sel_ptr, n_sel, Dm, BD: tl.constexpr):
+    """(batch, direction, chunk, channels) of a program over the n_sel directions listed in sel_ptr."""
+    dblk = pid % n_dblk
+    rest = pid // n_dblk
+    j = rest % n_chunks
+    bk = rest // n_chunks
+    b = bk // n_sel
+    k = tl.load(sel_ptr + bk % n_sel)
+    d = dblk * BD + tl.arange(0, BD)
+    return b, k, j, d
+
+
+@triton.jit
 def _program_coords(pid, n_dblk, n_chunks, K, Dm, BD: tl.constexpr):
     dblk = pid % n_dblk
     rest = pid // n_dblk
@@ -106,11 +119,11 @@ def _channel_params(A_ptr, D_ptr, bias_ptr, c, dmask, n, nmask, N,
 
 
 @triton.jit
-def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr, hsum_ptr, dtsum_ptr,
-                 L, H, W, K, Dm, N, n_dblk, n_chunks,
+def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr, sel_ptr, hsum_ptr, dtsum_ptr,
+                 L, H, W, K, Dm, N, n_dblk, n_chunks, n_sel, stride,
                  NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
                  MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
-    b, k, j, d = _program_coords(tl.program_id(0), n_dblk, n_chunks, K, Dm, BD)
+    b, k, j, d = _selected_coords(tl.program_id(0), n_dblk, n_chunks, sel_ptr, n_sel, Dm, BD)
     KD = K * Dm
     dmask = d < Dm
     c = k * Dm + d
@@ -143,9 +156,9 @@ def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr,
         h += tl.sum(w * ((dt * uu)[None, :, :] * Bv[:, :, None]), axis=1)
         later += tl.sum(dt, axis=0)
     tot = later
-    out = (rows[None, :] * NP + n[:, None]) * n_chunks + j
+    out = (rows[None, :] * NP + n[:, None]) * stride + j
     tl.store(hsum_ptr + out, h, mask=(n < NP)[:, None] & dmask[None, :])
-    tl.store(dtsum_ptr + rows * n_chunks + j, tot, mask=dmask)
+    tl.store(dtsum_ptr + rows * stride + j, tot, mask=dmask)
 
 
 @triton.jit
@@ -183,14 +196,14 @@ def _carry(hsum_ptr, dtsum_ptr, A_ptr, out_ptr, KD, N, n_rows, n_chunks,
 
 
 @triton.jit
-def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr, orders_ptr, hin_ptr,
-                y_ptr, states_ptr, L, H, W, K, Dm, N, n_dblk, n_chunks, n_save,
+def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr, orders_ptr, sel_ptr, hin_ptr,
+                y_ptr, states_ptr, L, H, W, K, Dm, N, n_dblk, n_chunks, n_save, n_sel, stride,
                 NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
                 MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, SAVE_EVERY: tl.constexpr):
     # SAVE_EVERY > 0: store the state at every SAVE_EVERY-th sub-tile start (n_save of them),
     # where the backward pass starts its sub-tiles.
-    b, k, j, d = _program_coords(tl.program_id(0), n_dblk, n_chunks, K, Dm, BD)
+    b, k, j, d = _selected_coords(tl.program_id(0), n_dblk, n_chunks, sel_ptr, n_sel, Dm, BD)
     KD = K * Dm
     dmask = d < Dm
     c = k * Dm + d
@@ -207,7 +220,7 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
     srow = rows[None, :] * NP + n[:, None]  # [NP, BD] rows of the (Bt, KD, NP, chunks) buffers
     smask = nmask[:, None] & dmask[None, :]
     # State entering this chunk: the carry scan's inclusive result of chunk j - 1.
-    h = tl.load(hin_ptr + srow * n_chunks + (j - 1), mask=smask & (srow * 0 + j > 0), other=0.0)
+    h = tl.load(hin_ptr + srow * stride + (j - 1), mask=smask & (srow * 0 + j > 0), other=0.0)
     last = tl.arange(0, TS) == TS - 1
     for s in range(SUB):
         sub = j * SUB + s
@@ -359,20 +372,23 @@ def _bwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
 
 
 @triton.jit
-def _fwd_lines(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr, orders_ptr, lines_ptr,
+def _fwd_lines(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr, orders_ptr, lines_ptr, sel_ptr,
                hin_ptr, y_ptr, states_ptr, hsum_ptr, dtsum_ptr,
-               L, H, W, K, Dm, N, n_dblk, n_work, n_chunks, n_save, TC,
+               L, H, W, K, Dm, N, n_dblk, n_work, n_chunks, n_save, TC, n_sel,
                NP: tl.constexpr, BD: tl.constexpr, G: tl.constexpr, MODE: tl.constexpr,
                SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                SUMMARY: tl.constexpr, SAVE_EVERY: tl.constexpr):
-    """SUMMARY: end state of each chunk from zero + sum(dt) (-> hsum, dtsum); else y (and states)."""
+    """SUMMARY: end state of each chunk from zero + sum(dt) (-> hsum, dtsum); else y (and states).
+
+    Runs the n_sel directions listed in sel_ptr (all K, or the column directions of "hybrid").
+    """
     pid = tl.program_id(0)
     dblk = pid % n_dblk
     rest = pid // n_dblk
     w = rest % n_work
     bk = rest // n_work
-    b = bk // K
-    k = bk % K
+    b = bk // n_sel
+    k = tl.load(sel_ptr + bk % n_sel)
     KD = K * Dm
     ppl = tl.load(lines_ptr + 2 * k)
     n_lines = tl.load(lines_ptr + 2 * k + 1)
@@ -430,3 +446,111 @@ def _fwd_lines(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr,
         tl.store(hsum_ptr + srow * n_chunks + chunk[None, None, :], h,
                  mask=(n < NP)[:, None, None] & dmask[None, :, None] & gmask[None, None, :])
         tl.store(dtsum_ptr + rows[:, None] * n_chunks + chunk[None, :], tot, mask=dmask[:, None] & gmask[None, :])
+
+
+# ---- forward, row directions of "hybrid" ------------------------------------------------
+# For a scan along image rows (row, row_rev, or no orders = one row of length L), consecutive
+# scan steps are consecutive in memory. A program takes one row segment of SUB * GT tokens
+# (one chunk of the two-level scan) and, one channel after the other (BD of them), walks it in
+# sub-tiles of GT tokens carrying the state [NP]. Tiles are 2-D [NP, GT], tokens contiguous,
+# so loads vectorise and tl.associative_scan runs in-thread first and then across lanes only;
+# B and C of the segment are re-read per channel from cache. REV (row_rev) scans each sub-tile
+# backwards and walks the sub-tiles from the segment's end. Column directions go to
+# _fwd_lines, where adjacent columns sit on the lanes; together they are the "hybrid" forward.
+
+
+@triton.jit
+def _fwd_rows(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, sel_ptr,
+              hin_ptr, y_ptr, states_ptr, hsum_ptr, dtsum_ptr,
+              L, H, W, K, Dm, N, n_dblk, n_seg, n_chunks, n_save, n_sel,
+              NP: tl.constexpr, BD: tl.constexpr, GT: tl.constexpr, SUB: tl.constexpr, REV: tl.constexpr,
+              SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+              SUMMARY: tl.constexpr, SAVE_EVERY: tl.constexpr):
+    """SUMMARY: end state of each row segment from zero + sum(dt); else y (and every SAVE_EVERY-th state)."""
+    pid = tl.program_id(0)
+    dblk = pid % n_dblk
+    rest = pid // n_dblk
+    seg = rest % n_seg
+    rest = rest // n_seg
+    r = rest % H
+    bk = rest // H
+    b = bk // n_sel
+    k = tl.load(sel_ptr + bk % n_sel)
+    KD = K * Dm
+    if REV:
+        j = (H - 1 - r) * n_seg + (n_seg - 1 - seg)  # chunk id in scan order
+    else:
+        j = r * n_seg + seg
+    n = tl.arange(0, NP)
+    nmask = n < N
+    lane = tl.arange(0, GT)
+    if REV:
+        end = lane == 0
+    else:
+        end = lane == GT - 1
+    brow = ((b * K + k) * N + n).to(tl.int64) * L
+    for dd in range(BD):
+        d = dblk * BD + dd
+        live = n * 0 + d < Dm  # [NP]; the scalar condition as a tensor (see _tokens)
+        c = k * Dm + d
+        A2 = tl.load(A_ptr + c * N + n, mask=nmask & live, other=0.0) * LOG2E
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + c + n * 0, mask=live, other=0.0)
+        else:
+            bias = tl.zeros([NP], dtype=tl.float32)
+        if HAS_D:
+            Dv = tl.sum(tl.where(n == 0, tl.load(D_ptr + c + n * 0, mask=live, other=0.0), 0.0), axis=0)
+        else:
+            Dv = 0.0
+        bias0 = tl.sum(tl.where(n == 0, bias, 0.0), axis=0)
+        row = (b * KD + c).to(tl.int64)
+        drow = row * L
+        if SHARED_U:
+            urow = (b * Dm + d).to(tl.int64) * L
+        else:
+            urow = drow
+        srow = row * NP + n  # [NP] rows of the (Bt, KD, NP, chunks) buffers
+        smask = nmask & live
+        if SUMMARY:
+            h = tl.zeros([NP], dtype=tl.float32)
+            tot = tl.zeros([GT], dtype=tl.float32)
+        else:
+            h = tl.load(hin_ptr + srow * n_chunks + (j - 1), mask=smask & (n * 0 + j > 0), other=0.0)
+        for i in range(SUB):
+            if REV:
+                col = seg * (SUB * GT) + (SUB - 1 - i) * GT + lane
+            else:
+                col = seg * (SUB * GT) + i * GT + lane
+            tmask = (col < W) & (lane * 0 + d < Dm)
+            idx = r * W + col  # raster index: contiguous along the tile
+            x = tl.load(delta_ptr + drow + idx, mask=tmask, other=0.0).to(tl.float32) + bias0
+            if SOFTPLUS:
+                dt = _softplus(x)
+            else:
+                dt = x
+            dt = tl.where(tmask, dt, 0.0)
+            uu = tl.load(u_ptr + urow + idx, mask=tmask, other=0.0).to(tl.float32)
+            bm = nmask[:, None] & tmask[None, :]
+            Bv = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
+            a = tl.exp2(A2[:, None] * dt[None, :])  # [NP, GT]; masked tokens: a = 1, b = 0
+            bx = (dt * uu)[None, :] * Bv
+            Pc, Hc = tl.associative_scan((a, bx), 1, _linear_combine, reverse=REV)
+            hs = Hc + Pc * h[:, None]
+            if SUMMARY:
+                tot += dt
+            else:
+                Cv = tl.load(C_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
+                y = tl.sum(hs * Cv, axis=0) + Dv * uu
+                tl.store(y_ptr + drow + idx, y.to(y_ptr.dtype.element_ty), mask=tmask)
+                if SAVE_EVERY > 0:  # the state entering scan step t + 1 is the state after step t
+                    if REV:
+                        t1 = L - idx
+                    else:
+                        t1 = idx + 1
+                    keep = tmask & (t1 % SAVE_EVERY == 0) & (t1 // SAVE_EVERY < n_save)
+                    tl.store(states_ptr + srow[:, None] * n_save + (t1 // SAVE_EVERY)[None, :], hs,
+                             mask=smask[:, None] & keep[None, :])
+            h = tl.sum(tl.where(end[None, :], hs, 0.0), axis=1)
+        if SUMMARY:
+            tl.store(hsum_ptr + srow * n_chunks + j, h, mask=(n < NP) & live)
+            tl.store(dtsum_ptr + row * n_chunks + j + n * 0, tl.sum(tot, axis=0) + n * 0.0, mask=(n == 0) & live)

@@ -78,10 +78,17 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
         import json, torch
         from scan_cases import Case, check_triton
         from diffmf_kernels.triton_scan import ScanConfig
-        tiles = ScanConfig(forward="tiles", ts=4, sub=4, bd=2, warps=1, ts_bwd=8, bd_bwd=2, warps_bwd=1,
-                           carry_rows=8, carry_tile=4)
-        runs = [(Case(1, 4, 3, 4, 4, 8, "grid"), None),  # "lines" forward following image lines
-                (Case(1, 4, 3, 4, 3, 7, "grid"), tiles),  # "tiles" forward
+        small = dict(ts=4, sub=4, bd=2, warps=1, ts_bwd=8, bd_bwd=2, warps_bwd=1, carry_rows=8, carry_tile=4,
+                     chunk=4, lines=4, bd_lines=2, warps_lines=1, rows_gt=4, rows_sub=2, rows_bd=2, rows_warps=1)
+        tiles, lines, hybrid = (ScanConfig(forward=f, **small) for f in ("tiles", "lines", "hybrid"))
+        hybrid_tiles = ScanConfig(forward="hybrid", rows_kernel="tiles", **small)
+        runs = [(Case(1, 4, 3, 4, 4, 8, "grid"), lines),  # "lines" following image lines
+                (Case(1, 4, 3, 4, 3, 7, "grid"), tiles),
+                (Case(1, 4, 3, 4, 5, 11, "grid"), hybrid),  # rows not a whole number of segments
+                (Case(2, 4, 3, 3, 8, 8, "grid"), hybrid),  # columns a whole number of chunks
+                (Case(1, 4, 3, 2, 5, 6, "grid"), hybrid_tiles),
+                (Case(2, 1, 2, 2, 1, 19, "none", softplus=False, with_bias=False), hybrid),
+                (Case(1, 2, 3, 1, 1, 23, "perm"), hybrid),  # no grid: falls back to "tiles"
                 (Case(1, 2, 3, 1, 1, 23, "perm"), None),
                 (Case(2, 1, 2, 2, 1, 19, "none", softplus=False, with_bias=False), None)]
         print("ERRORS", json.dumps([check_triton(c, torch.float32, "cpu", cfg) for c, cfg in runs]))

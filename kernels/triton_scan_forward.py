@@ -1,0 +1,218 @@
+"""Host side of the Triton forward: which kernels run which scan directions, and their launches.
+
+Every forward variant is the same two-level scan: per chunk of the scan, a summary (end state
+from zero, sum of dt) -> one ``_carry`` scan over chunks -> per chunk, the output from the
+carried state. A variant is a list of *parts*, each running some of the K directions with one
+kernel and its own chunking; the parts share the summary buffers (row stride = the largest
+chunk count; a part with fewer chunks leaves the rest zero, the identity of the carry).
+
+- "tiles":  _fwd_summary/_fwd_output for every direction (channels on the lanes);
+- "lines":  _fwd_lines for every direction (adjacent scan lines on the lanes);
+- "hybrid": row directions (and no orders) by ``cfg.rows_kernel`` ("rows": _fwd_rows, tokens
+  on the lanes; or "tiles"), column directions by _fwd_lines (adjacent columns on the lanes),
+  so every kernel reads memory along its lanes. Orders read through a table use "tiles".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .triton_scan import MODE_GRID, MODE_IDENTITY, MODE_TABLE, ScanConfig, TokenOrder, _carry, _cdiv, _pow2
+
+
+@dataclass
+class _Problem:
+    """Tensors, sizes and flags every launch of one forward call shares."""
+
+    u: torch.Tensor
+    delta: torch.Tensor
+    A: torch.Tensor
+    B: torch.Tensor
+    C: torch.Tensor
+    D: torch.Tensor
+    bias: torch.Tensor
+    table: torch.Tensor
+    y: torch.Tensor
+    states: torch.Tensor
+    dummy: torch.Tensor
+    order: TokenOrder
+    cfg: ScanConfig
+    bt: int
+    K: int
+    dm: int
+    N: int
+    L: int
+    np2: int
+    n_save: int
+    flags: dict
+
+
+@dataclass
+class _Part:
+    """Some directions run by one kernel: its chunk count and ``launch(summary, hin, hsum, dtsum, stride, save)``."""
+
+    chunks: int
+    launch: Callable[..., None]
+    saves_after_step: bool = False  # stores the state after step t (so the one entering step 0 is never written)
+
+
+_cache: dict[tuple, torch.Tensor | tuple[torch.Tensor, int]] = {}
+
+
+def _cached(key: tuple, make: Callable[[], torch.Tensor | tuple[torch.Tensor, int]]):
+    """Small per-shape device tables, built once (no host-to-device copy per call)."""
+    if key not in _cache:
+        if len(_cache) > 128:
+            _cache.clear()
+        _cache[key] = make()
+    return _cache[key]
+
+
+def _selection(dirs: tuple[int, ...], device) -> torch.Tensor:
+    return _cached(("sel", dirs, str(device)), lambda: torch.tensor(dirs, dtype=torch.int32, device=device))
+
+
+def _lines_table(order: TokenOrder, K: int, L: int, chunk: int, group: int, dirs: tuple[int, ...],
+                 device) -> tuple[torch.Tensor, int]:
+    """Per direction (pieces per line, lines) for _fwd_lines, and the programs per (batch, dir, block) of ``dirs``."""
+
+    def make():
+        rows, work = [], 0
+        for k in range(K):
+            line = (order.H if order.codes[k] & 1 else order.W) if order.mode == MODE_GRID else 0
+            if line and line % chunk == 0:
+                ppl, n_lines = line // chunk, L // line
+            else:  # no line structure to follow: each chunk is a line of its own
+                ppl, n_lines = 1, _cdiv(L, chunk)
+            rows += [ppl, n_lines]
+            if k in dirs:
+                work = max(work, _cdiv(n_lines, group) * ppl)
+        return torch.tensor(rows, dtype=torch.int32, device=device), work
+
+    return _cached(("lines", order.mode, order.H, order.W, order.codes, K, L, chunk, group, dirs, str(device)), make)
+
+
+def _tiles_part(p: _Problem, dirs: tuple[int, ...]) -> _Part:
+    from . import triton_scan_kernels as tk
+
+    cfg = p.cfg
+    n_chunks = _cdiv(p.L, cfg.ts * cfg.sub)
+    n_dblk = _cdiv(p.dm, cfg.bd)
+    grid = (p.bt * len(dirs) * n_chunks * n_dblk,)
+    sel = _selection(dirs, p.u.device)
+    flags = {k: v for k, v in p.flags.items() if k != "HAS_D"}
+    meta = dict(NP=p.np2, BD=cfg.bd, TS=cfg.ts, SUB=cfg.sub, num_warps=cfg.warps, MODE=p.order.mode, **flags)
+    sizes = (p.L, p.order.H, p.order.W, p.K, p.dm, p.N, n_dblk, n_chunks)
+
+    def launch(summary, hin, hsum, dtsum, stride, save):
+        if summary:
+            tk._fwd_summary[grid](p.u, p.delta, p.A, p.B, p.bias, p.table, p.table, sel, hsum, dtsum,
+                                  *sizes, len(dirs), stride, **meta)
+        else:
+            tk._fwd_output[grid](p.u, p.delta, p.A, p.B, p.C, p.D, p.bias, p.table, p.table, sel, hin, p.y,
+                                 p.states, *sizes, p.n_save, len(dirs), stride, HAS_D=p.flags["HAS_D"],
+                                 SAVE_EVERY=cfg.ts_bwd // cfg.ts if save else 0, **meta)
+
+    return _Part(n_chunks, launch)
+
+
+def _lines_part(p: _Problem, dirs: tuple[int, ...]) -> _Part:
+    from . import triton_scan_kernels as tk
+
+    cfg, order = p.cfg, p.order
+    n_dblk = _cdiv(p.dm, cfg.bd_lines)
+    lines, n_work = _lines_table(order, p.K, p.L, cfg.chunk, cfg.lines, dirs, p.u.device)
+    grid = (p.bt * len(dirs) * n_work * n_dblk,)
+    sel = _selection(dirs, p.u.device)
+
+    def launch(summary, hin, hsum, dtsum, stride, save):
+        tk._fwd_lines[grid](p.u, p.delta, p.A, p.B, p.C, p.D, p.bias, p.table, p.table, lines, sel, hin, p.y,
+                            p.states, hsum, dtsum, p.L, order.H, order.W, p.K, p.dm, p.N, n_dblk, n_work, stride,
+                            p.n_save, cfg.chunk, len(dirs), NP=p.np2, BD=cfg.bd_lines, G=cfg.lines,
+                            MODE=order.mode, SUMMARY=summary, SAVE_EVERY=cfg.ts_bwd if save else 0,
+                            num_warps=cfg.warps_lines, **p.flags)
+
+    return _Part(_cdiv(p.L, cfg.chunk), launch)
+
+
+def _rows_part(p: _Problem, dirs: tuple[int, ...], H: int, W: int, reverse: bool) -> _Part:
+    from . import triton_scan_kernels as tk
+
+    cfg = p.cfg
+    n_seg = _cdiv(W, cfg.rows_gt * cfg.rows_sub)
+    n_dblk = _cdiv(p.dm, cfg.rows_bd)
+    grid = (p.bt * len(dirs) * H * n_seg * n_dblk,)
+    sel = _selection(dirs, p.u.device)
+
+    def launch(summary, hin, hsum, dtsum, stride, save):
+        tk._fwd_rows[grid](p.u, p.delta, p.A, p.B, p.C, p.D, p.bias, sel, hin, p.y, p.states, hsum, dtsum,
+                           p.L, H, W, p.K, p.dm, p.N, n_dblk, n_seg, stride, p.n_save, len(dirs),
+                           NP=p.np2, BD=cfg.rows_bd, GT=cfg.rows_gt, SUB=cfg.rows_sub, REV=reverse,
+                           SUMMARY=summary, SAVE_EVERY=cfg.ts_bwd if save else 0, num_warps=cfg.rows_warps,
+                           **p.flags)
+
+    return _Part(H * n_seg, launch, saves_after_step=True)
+
+
+def _plan(p: _Problem) -> list[_Part]:
+    """The parts of the configured forward variant."""
+    everything = tuple(range(p.K))
+    kind, order = p.cfg.forward, p.order
+    if kind == "tiles" or (kind == "hybrid" and order.mode == MODE_TABLE):
+        return [_tiles_part(p, everything)]
+    if kind == "lines":
+        return [_lines_part(p, everything)]
+    if order.mode == MODE_IDENTITY:  # one row of length L
+        H, W, fwd, rev, cols = 1, p.L, everything, (), ()
+    else:
+        H, W = order.H, order.W
+        fwd = tuple(k for k, code in enumerate(order.codes) if code == 0)
+        rev = tuple(k for k, code in enumerate(order.codes) if code == 2)
+        cols = tuple(k for k, code in enumerate(order.codes) if code & 1)
+    parts = [_lines_part(p, cols)] if cols else []
+    if p.cfg.rows_kernel == "tiles":
+        if fwd or rev:
+            parts.append(_tiles_part(p, fwd + rev))
+    else:
+        parts += [_rows_part(p, dirs, H, W, reverse) for dirs, reverse in ((fwd, False), (rev, True)) if dirs]
+    return parts
+
+
+def run_forward(u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, cfg: ScanConfig,
+                save_states: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """y and (if asked) the state entering every ts_bwd-th step, for the backward pass."""
+    from . import triton_scan_kernels as tk
+
+    bt, kd, L = delta.shape
+    K, N = B.shape[1], A.shape[1]
+    dev, f32 = u.device, torch.float32
+    dummy = torch.empty(1, dtype=f32, device=dev)
+    np2 = _pow2(N)
+    n_save = _cdiv(L, cfg.ts_bwd)
+    p = _Problem(u=u, delta=delta, A=A, B=B, C=C, D=D if D is not None else dummy,
+                 bias=delta_bias if delta_bias is not None else dummy,
+                 table=order.table if order.table is not None else torch.empty(1, dtype=torch.int32, device=dev),
+                 y=torch.empty(bt, kd, L, dtype=u.dtype, device=dev),
+                 states=torch.empty(bt * kd * np2 * n_save, dtype=f32, device=dev) if save_states else dummy,
+                 dummy=dummy, order=order, cfg=cfg, bt=bt, K=K, dm=kd // K, N=N, L=L, np2=np2, n_save=n_save,
+                 flags=dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus), SHARED_U=u.shape[1] != kd,
+                            HAS_D=D is not None))
+    parts = _plan(p)
+    n_chunks = max(part.chunks for part in parts)
+    hin = dummy
+    if n_chunks > 1:
+        rows = bt * kd * np2
+        alloc = torch.zeros if len({part.chunks for part in parts}) > 1 else torch.empty
+        hsum = alloc(rows * n_chunks, dtype=f32, device=dev)
+        dtsum = alloc(bt * kd * n_chunks, dtype=f32, device=dev)
+        for part in parts:
+            part.launch(True, dummy, hsum, dtsum, n_chunks, False)
+        hin = _carry(tk, hsum, dtsum, A, rows, n_chunks, np2, N, kd, cfg, reverse=False)
+    if save_states and any(part.saves_after_step for part in parts):
+        p.states.view(-1, n_save)[:, 0].zero_()
+    for part in parts:
+        part.launch(False, hin, dummy, dummy, n_chunks, save_states)
+    return p.y, (p.states if save_states else None)
