@@ -2,28 +2,48 @@
 # Every GPU check and benchmark of the project, in one run on a lent GPU machine.
 #
 #   bash bench/gpu_check.sh            (OUT=<folder for results>, default ./gpu_out)
+#   STEPS="tests scan mamba model" bash bench/gpu_check.sh      (the default set; add node, train)
 #
 # Expects (carried next to the repo, all git-ignored):
 #   .whl/                        cp312 wheels the GPU image lacks (ROS 2 runtime wheels, pytorch-msssim)
-#   .gpu/train_data/             the training split, packed by bench/pack_train_data.py
 #   .gpu/mamba_ssm-2.3.2.post1/  mamba-ssm's sdist with csrc/selective_scan (the peer kernel, built here)
-# Order = priority within one 10-minute call: correctness, training, then benchmarks.
-# bench/gpu_kernels.sh is the longer kernel-only run (SASS report, tile variants).
-# Each step is time-boxed and logged; a failing step never stops the next one.
-# Results: $OUT/summary.md, $OUT/tiny.safetensors (trained weights) and $OUT/results.tgz (every log,
-# table and JSON), refreshed after each step so a run cut short still returns what it did.
+#   .gpu/train_data/             the training split, packed by bench/pack_train_data.py (step train only)
+# Steps, in order (each time-boxed and logged; a failing step never stops the next one):
+#   tests  pytest -m gpu: Triton kernels (every forward variant) and the engine vs the float64 reference
+#   scan   bench/scan.py at 640x512 bf16: default, every forward variant in SCAN_VARIANTS, rows-only and
+#          cols-only splits, per-kernel GPU time (torch.profiler); ncu's speed-of-light if ncu exists
+#   mamba  (after its background build) the mamba backend's gpu tests, and it beside ours in bench/scan.py
+#   model  bench/model.py tiny at 320x256 / 640x512 for the default scan, each MODEL_VARIANTS entry and mamba
+#   node   bench/node_latency.py (ROS 2 across processes)
+#   train  the tiny preset on the packed split for TRAIN_MINUTES
+# Results: $OUT/summary.md, $OUT/results.tgz (every log, table and JSON) and, after train,
+# $OUT/tiny.safetensors; refreshed after each step so a run cut short still returns what it did.
 set -u
 FINAL=${OUT:-$PWD/gpu_out}
 OUT=/tmp/gpu_results
 mkdir -p "$FINAL" "$OUT"
 export PYTHONUNBUFFERED=1 ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-23}
+STEPS=" ${STEPS:-tests scan mamba model} "
 TRAIN_MINUTES=${TRAIN_MINUTES:-3.5}
 MAMBA_SRC=.gpu/mamba_ssm-2.3.2.post1
+MAMBA_BUILD=/tmp/mamba_build
+# Forward variants (ScanConfig overrides on the problem's default) timed beside the default.
+SCAN_VARIANTS=${SCAN_VARIANTS:-"forward=hybrid,rows_sub=5 forward=hybrid,rows_gt=64,rows_sub=10
+  forward=hybrid,rows_sub=5,rows_bd=8 forward=hybrid,rows_kernel=tiles forward=hybrid,rows_sub=5,bd_lines=4
+  forward=lines bd=32,warps=1 ts=8,sub=32,warps=4"}
+MODEL_VARIANTS=${MODEL_VARIANTS:-"forward=hybrid,rows_sub=5 forward=hybrid,rows_kernel=tiles"}
+MAX_SECONDS=${MAX_SECONDS:-560}  # one device call may run 600 s: optional steps stop before that
 START=$(date +%s)
 SUMMARY="$OUT/summary.md"
-echo "# GPU check $(date -u +%FT%TZ)" > "$SUMMARY"
+echo "# GPU check $(date -u +%FT%TZ), steps:$STEPS" > "$SUMMARY"
+want() { [[ "$STEPS" == *" $1 "* ]]; }
+fits() {  # fits NAME SECONDS: is there time left for a step that needs about SECONDS?
+  if (( $(date +%s) - START + $2 > MAX_SECONDS )); then
+    echo "- $1: skipped, $(( $(date +%s) - START )) s used of $MAX_SECONDS" >> "$SUMMARY"; return 1
+  fi
+}
 
-pack() {  # the device returns at most 8 files: one archive + summary + weights
+pack() {  # the device returns at most 8 files: one archive + summary (+ weights)
   tar czf "$FINAL/results.tgz" -C "$(dirname "$OUT")" "$(basename "$OUT")" 2>/dev/null
   cp "$SUMMARY" "$FINAL/summary.md"
   [ -f "$OUT/weights/tiny.safetensors" ] && cp "$OUT/weights/tiny.safetensors" "$FINAL/tiny.safetensors"
@@ -38,59 +58,107 @@ step() {  # step NAME TIMEOUT_S COMMAND...
   local rc=$?
   echo "=== [$name] rc=$rc in $(( $(date +%s) - t0 ))s"
   echo "- $name: rc=$rc, $(( $(date +%s) - t0 )) s" >> "$SUMMARY"
-  tail -n 25 "$OUT/$name.log"
+  tail -n 30 "$OUT/$name.log"
   pack
   return 0
 }
 
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
+cat "$OUT/gpu.txt" >> "$SUMMARY"
 
-# 1. Environment: carried wheels into the image's Python (its .pth hooks must run), and this repo
-#    on PYTHONPATH under its import names (kernels/ -> diffmf_kernels, training/ -> diffmf_training).
+# Environment: carried wheels into the image's Python (its .pth hooks must run), and this repo on
+# PYTHONPATH under its import names (kernels/ -> diffmf_kernels, training/ -> diffmf_training).
 PY=${PY:-python3}
 setup_env() {
   $PY -m pip install -q --no-index --no-deps --no-compile .whl/*.whl || echo "wheel install failed"
   mkdir -p /tmp/pylinks &&
   ln -sfn "$PWD/diffmf_core" /tmp/pylinks/diffmf_core && ln -sfn "$PWD/diffmf_ros" /tmp/pylinks/diffmf_ros &&
   ln -sfn "$PWD/kernels" /tmp/pylinks/diffmf_kernels && ln -sfn "$PWD/training" /tmp/pylinks/diffmf_training &&
-  PYTHONPATH=/tmp/pylinks $PY -c "import diffmf_core, diffmf_kernels, diffmf_training, rclpy, sensor_msgs.msg, pytorch_msssim; print('env ok')"
+  PYTHONPATH=/tmp/pylinks $PY -c "import diffmf_core, diffmf_kernels, diffmf_training, pytorch_msssim; print('env ok')"
 }
 export PYTHONPATH=/tmp/pylinks${PYTHONPATH:+:$PYTHONPATH}
 step env 180 bash -c "PY=$PY; $(declare -f setup_env); setup_env"
 
-# 2. The peer kernel builds in the background while the GPU is busy with our own work.
-if [ -d "$MAMBA_SRC" ]; then
-  (timeout 420 $PY bench/build_mamba_scan.py "$MAMBA_SRC" --build-dir /tmp/mamba_build --arch 90 --jobs 12 \
+# The peer kernel builds in the background while the GPU is busy with our own work.
+if want mamba && [ -d "$MAMBA_SRC" ]; then
+  (timeout 420 $PY bench/build_mamba_scan.py "$MAMBA_SRC" --build-dir "$MAMBA_BUILD" --arch 90 --jobs 12 \
      > "$OUT/mamba_build.log" 2>&1; echo "rc=$?" >> "$OUT/mamba_build.log") &
   MAMBA_PID=$!
 fi
 
-# 3. Correctness on the GPU: kernels against the float64 reference, engine on CUDA.
-step gpu_tests 130 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider tests/test_kernels_triton.py tests/test_engine.py tests/test_training_gpu.py
-
-# 4. Train the tiny preset for the shipped weights (issue 7) on the packed training split.
-step train $(python3 -c "print(int($TRAIN_MINUTES * 60 + 60))") $PY -m diffmf_training.train --no-progress \
-  --opt training/options/DIFFMF/DIFFMF_tiny_shared.json --set path.root=/tmp/train \
-  --set 'datasets.train.dataroot=[".gpu/train_data/RoadScene", ".gpu/train_data/MSRS", ".gpu/train_data/TNO"]' \
-  --set train.max_minutes=$TRAIN_MINUTES
-mkdir -p "$OUT/weights"
-last=$(ls -1 /tmp/train/DIFFMF_tiny_shared/models/*_E.safetensors 2>/dev/null | sort -V | tail -n 1)
-[ -n "$last" ] && cp "$last" "$OUT/weights/tiny.safetensors" && echo "- weights: $(basename "$last")" >> "$SUMMARY"
-cp /tmp/train/DIFFMF_tiny_shared/train.log "$OUT/train_full.log" 2>/dev/null
-pack
-
-# 5. Benchmarks: scan kernels (with the mamba-ssm peer when it built), model, node.
-if [ -n "${MAMBA_PID:-}" ]; then wait "$MAMBA_PID"; tail -n 3 "$OUT/mamba_build.log"; fi
-MAMBA_ARGS=()
-compgen -G "/tmp/mamba_build/selective_scan_cuda*.so" > /dev/null && MAMBA_ARGS=(--mamba-module /tmp/mamba_build)
-step bench_scan 100 $PY bench/scan.py --out "$OUT" --sizes 512x640 256x320 \
-  --triton-config forward=tiles --triton-config chunk=256 ${MAMBA_ARGS[@]+"${MAMBA_ARGS[@]}"}
-step bench_model 75 $PY bench/model.py --presets tiny base --out "$OUT" --repeat 20 --budget 2 --scaling 256 512 1024
-if [ -f bench/node_latency.py ]; then
-  step bench_node 60 $PY bench/node_latency.py --out "$OUT" --frames 60 --seconds 3
+if want tests; then
+  step gpu_tests 150 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider \
+    tests/test_kernels_triton.py tests/test_engine.py
 fi
 
+if want scan; then
+  variant_args=()
+  for v in $SCAN_VARIANTS; do variant_args+=(--triton-config "$v"); done
+  step bench_scan 200 $PY bench/scan.py --out "$OUT/scan" --sizes 512x640 512x640:4:64:rows 512x640:4:64:cols \
+    256x320 --dtypes bf16 --profile "${variant_args[@]}"
+  if ! command -v ncu > /dev/null; then
+    echo "- ncu: not on this machine" >> "$SUMMARY"
+  else
+    NCU=1  # runs last, if time is left
+  fi
+fi
+
+if want mamba && [ -n "${MAMBA_PID:-}" ]; then
+  wait "$MAMBA_PID"
+  tail -n 3 "$OUT/mamba_build.log"
+  if compgen -G "$MAMBA_BUILD/selective_scan_cuda*.so" > /dev/null; then
+    export DIFFMF_MAMBA_SCAN_MODULE=$MAMBA_BUILD
+    step mamba_tests 120 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider tests/test_kernels_mamba.py
+    step bench_scan_mamba 150 $PY bench/scan.py --out "$OUT/scan_mamba" --sizes 512x640 256x320 --dtypes bf16 \
+      --mamba-module "$MAMBA_BUILD" --triton-config "forward=hybrid,rows_sub=5"
+  else
+    echo "- mamba: build failed (see mamba_build.log)" >> "$SUMMARY"
+  fi
+fi
+
+if want model; then
+  step bench_model 90 env DIFFMF_SCAN_BACKEND=triton $PY bench/model.py --presets tiny --out "$OUT/model_default" \
+    --repeat 30 --budget 3 --scaling 256 512 1024
+  i=0
+  for v in $MODEL_VARIANTS; do
+    i=$((i + 1))
+    fits "bench_model_v$i" 60 || continue
+    step "bench_model_v$i" 60 env DIFFMF_SCAN_BACKEND=triton DIFFMF_TRITON_SCAN_CONFIG="$v" $PY bench/model.py \
+      --presets tiny --out "$OUT/model_v$i" --repeat 30 --budget 3 --scaling 512
+    echo "  (model_v$i = $v)" >> "$SUMMARY"
+  done
+  if [ -n "${DIFFMF_MAMBA_SCAN_MODULE:-}" ] && fits bench_model_mamba 60; then
+    step bench_model_mamba 60 env DIFFMF_SCAN_BACKEND=mamba $PY bench/model.py --presets tiny \
+      --out "$OUT/model_mamba" --repeat 30 --budget 3 --scaling 512
+  fi
+fi
+
+if [ -n "${NCU:-}" ] && fits ncu 120; then
+  step ncu 120 ncu --target-processes all --kernel-name regex:_fwd_ --launch-skip 12 --launch-count 6 \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
+    $PY bench/scan.py --out "$OUT/ncu_scan" --sizes 512x640 --dtypes bf16 --repeat 1 --no-backward \
+    --triton-config "forward=hybrid,rows_sub=5"
+fi
+
+if want node && fits bench_node 90; then
+  step bench_node 90 $PY bench/node_latency.py --out "$OUT/node" --frames 60 --seconds 3
+fi
+
+if want train && fits train $(python3 -c "print(int($TRAIN_MINUTES * 60 + 60))"); then
+  step train $(python3 -c "print(int($TRAIN_MINUTES * 60 + 60))") $PY -m diffmf_training.train --no-progress \
+    --opt training/options/DIFFMF/DIFFMF_tiny_shared.json --set path.root=/tmp/train \
+    --set 'datasets.train.dataroot=[".gpu/train_data/RoadScene", ".gpu/train_data/MSRS", ".gpu/train_data/TNO"]' \
+    --set train.max_minutes=$TRAIN_MINUTES
+  mkdir -p "$OUT/weights"
+  last=$(ls -1 /tmp/train/DIFFMF_tiny_shared/models/*_E.safetensors 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$last" ] && cp "$last" "$OUT/weights/tiny.safetensors" && echo "- weights: $(basename "$last")" >> "$SUMMARY"
+  cp /tmp/train/DIFFMF_tiny_shared/train.log "$OUT/train_full.log" 2>/dev/null
+fi
+
+for f in "$OUT"/scan/scan_bench.md "$OUT"/scan_mamba/scan_bench.md "$OUT"/model_*/model.md; do
+  [ -f "$f" ] && { echo; echo "## $f"; cat "$f"; } >> "$SUMMARY"
+done
 echo "total $(( $(date +%s) - START )) s" | tee -a "$SUMMARY"
 pack
-cat "$OUT"/*.md 2>/dev/null | tail -n 80
+tail -n 120 "$SUMMARY"

@@ -141,6 +141,7 @@ def autograd_backend(fn: Callable) -> Callable:
             y = fn(*xs, True, orders)
         return fwd_ms, bwd_ms, y
 
+    run.forward = lambda xs, orders: fn(*xs, True, orders)  # for --profile
     return run
 
 
@@ -213,6 +214,15 @@ def device_info(device: str) -> dict:
     return info
 
 
+def _config(scan_args, spec: str):
+    """The problem's default Triton config with ``spec`` applied (u, delta, A, B, ... in scan_args)."""
+    from diffmf_kernels import triton_scan
+
+    u, delta, A = scan_args[:3]
+    N, L = A.shape[1], delta.shape[-1]
+    return triton_scan.config_for(N, delta.shape[1] // scan_args[3].shape[1], L, spec)
+
+
 def backends_for(device: str, args) -> dict[str, Callable]:
     out: dict[str, Callable] = {}
     if device == "cuda":
@@ -222,9 +232,9 @@ def backends_for(device: str, args) -> dict[str, Callable]:
         if reason is None:
             out["triton"] = autograd_backend(triton_scan.selective_scan)
             for spec in args.triton_config:
-                cfg = triton_scan.ScanConfig.parse(spec)
+                triton_scan.ScanConfig().with_spec(spec)  # a typo fails here, before any timing
                 out[f"triton[{spec}]"] = autograd_backend(
-                    lambda *a, _cfg=cfg: triton_scan.selective_scan(*a, config=_cfg))
+                    lambda *a, _spec=spec: triton_scan.selective_scan(*a, config=_config(a, _spec)))
         else:
             print(f"triton backend skipped: {reason}", file=sys.stderr)
         mod = load_mamba(args.mamba_module)
@@ -248,6 +258,36 @@ def backends_for(device: str, args) -> dict[str, Callable]:
     if device == "cpu":
         out["sequential"] = sequential_backend
     return out
+
+
+def kernel_profile(fn: Callable[[], object], calls: int = 5) -> list[tuple[str, int, float]]:
+    """(kernel, launches per call, GPU µs per call) for fn(), slowest first, by torch.profiler."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    stats: dict[str, list] = {}
+    for evt in prof.events():
+        if evt.device_type.name != "CUDA":
+            continue
+        rec = stats.setdefault(evt.name[:60], [0, 0.0])
+        rec[0] += 1
+        rec[1] += evt.time_range.elapsed_us()
+    return sorted(((k, n // calls, us / calls) for k, (n, us) in stats.items()), key=lambda r: -r[2])
+
+
+def render_profiles(profiles: dict[str, list[tuple[str, int, float]]], problem: str) -> str:
+    lines = [f"#### Forward, per kernel ({problem}, bf16; torch.profiler, mean of 5 calls)", "",
+             "| backend | kernel | launches | µs | share |", "|---|---|---:|---:|---:|"]
+    for name, rows in profiles.items():
+        total = sum(us for _, _, us in rows) or 1.0
+        lines += [f"| {name} | {k} | {n} | {us:.0f} | {us / total:.0%} |" for k, n, us in rows]
+        lines.append(f"| {name} | **all** | | **{total:.0f}** | |")
+    return "\n".join(lines) + "\n"
 
 
 def render(info: dict, rows: list[Row], peak: float | None) -> str:
@@ -287,6 +327,8 @@ def parse_args(argv=None):
     ap.add_argument("--triton-config", action="append", default=[],
                     help="extra Triton tile configs, e.g. 'ts=4,sub=128,bd=64,warps=2' (repeatable)")
     ap.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    ap.add_argument("--profile", action="store_true",
+                    help="CUDA: per-kernel GPU time of each backend's forward at the first size, bf16")
     return ap.parse_args(argv)
 
 
@@ -316,15 +358,16 @@ def main(argv=None) -> None:
         dtype = DTYPES[dt_name]
         if name == "sequential" and dt_name != "fp32":
             continue
-        if name.startswith("triton[") and (dt_name != "bf16" or p != problems[0]):
-            continue  # tile variants: bf16 at the first size only
+        variant = name.startswith("triton[")
+        if variant and (dt_name != "bf16" or (p != problems[0] and p.lines == "all")):
+            continue  # tile variants: bf16, at the first size and the rows-only / cols-only splits
         if p.lines != "all" and (dt_name != "bf16" or not name.startswith(("triton", "cpu"))):
             continue  # rows-only / cols-only diagnostics: the native kernels, bf16
         xs, orders = make_inputs(p, dtype, device)
         # The reference's backward (autograd through L/16 chunk slices) takes minutes at these
         # sizes; the pure-PyTorch baselines are timed once after a warm-up call.
         slow = name in ("reference", "sequential")
-        with_bwd = not args.no_backward and name != "reference"
+        with_bwd = not args.no_backward and name != "reference" and not variant  # variants share the backward
         row = Row(name, str(p), dt_name)
         try:
             row.fwd_ms, row.bwd_ms, y = backends[name](xs, orders, device, 1 if slow else repeat, with_bwd)
@@ -341,6 +384,18 @@ def main(argv=None) -> None:
             torch.cuda.empty_cache()
     args.out.mkdir(parents=True, exist_ok=True)
     md = render(info, rows, peak)
+    if args.profile and device == "cuda":
+        xs, orders = make_inputs(problems[0], torch.bfloat16, device)
+        profiles = {}
+        for name, backend in backends.items():
+            if name == "reference" or not hasattr(backend, "forward"):
+                continue
+            try:
+                with torch.no_grad():
+                    profiles[name] = kernel_profile(lambda _b=backend: _b.forward(xs, orders))
+            except Exception as exc:  # a failing backend is already reported in the table
+                print(f"profile of {name} failed: {exc}", file=sys.stderr)
+        md += "\n" + render_profiles(profiles, str(problems[0]))
     (args.out / "scan_bench.md").write_text(md)
     (args.out / "scan_bench.json").write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=1))
     print(md)

@@ -114,7 +114,7 @@ def main() -> None:
     tile_lines = np2 * args.bd_lines * args.lines
     rows = dict(NP=np2, BD=args.rows_bd, GT=args.rows_gt, SUB=args.rows_sub, REV=False, SHARED_U=True, HAS_D=True,
                 HAS_BIAS=True, SOFTPLUS=True)
-    tile_rows = np2 * args.rows_bd * args.rows_gt
+    tile_rows = np2 * args.rows_gt  # per channel: _fwd_rows loops over its rows_bd channels
     kernels = [
         ("_fwd_lines/sum", tk._fwd_lines, dict(lines, SUMMARY=True, SAVE_EVERY=0), args.warps_lines, tile_lines),
         ("_fwd_lines/out", tk._fwd_lines, dict(lines, SUMMARY=False, SAVE_EVERY=0), args.warps_lines, tile_lines),

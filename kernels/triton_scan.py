@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -81,14 +81,17 @@ class ScanConfig:
     rows_warps: int = 4
     rows_kernel: str = "rows"
 
-    @classmethod
-    def parse(cls, spec: str) -> ScanConfig:
-        """'chunk=256,forward=tiles' -> ScanConfig with those fields changed from the defaults."""
+    def with_spec(self, spec: str) -> ScanConfig:
+        """'chunk=256,forward=tiles' -> this config with those fields changed (ValueError naming a bad one)."""
         try:
-            fields = dict(kv.split("=", 1) for kv in spec.split(",") if kv)
+            pairs = [kv.split("=", 1) for kv in spec.split(",") if kv.strip()]
+            fields = {k.strip(): v.strip() for k, v in pairs}
         except ValueError as exc:
             raise ValueError(f"ScanConfig spec must be name=value[,name=value...], got {spec!r}") from exc
-        return cls(**{k: int(v) if v.lstrip("-").isdigit() else v for k, v in fields.items()})
+        unknown = sorted(set(fields) - set(self.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"ScanConfig has no field {unknown[0]!r} (spec {spec!r})")
+        return replace(self, **{k: int(v) if v.lstrip("-").isdigit() else v for k, v in fields.items()})
 
     def __post_init__(self) -> None:
         if self.forward not in ("lines", "tiles", "hybrid"):
@@ -109,6 +112,18 @@ class ScanConfig:
 
 def _pow2(x: int) -> int:
     return 1 << max(0, (x - 1).bit_length())
+
+
+CONFIG_ENV = "DIFFMF_TRITON_SCAN_CONFIG"
+
+
+def config_for(N: int, Dm: int, L: int, spec: str | None = None) -> ScanConfig:
+    """default_config, then ``$DIFFMF_TRITON_SCAN_CONFIG``, then ``spec`` (both 'name=value,...')."""
+    cfg = default_config(N, Dm, L)
+    for extra in (os.environ.get(CONFIG_ENV), spec):
+        if extra:
+            cfg = cfg.with_spec(extra)
+    return cfg
 
 
 def default_config(N: int, Dm: int, L: int) -> ScanConfig:
@@ -289,7 +304,7 @@ class _TritonScan(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, delta_bias, orders, delta_softplus, config):
         bt, K, dm, N, L = _check(u, delta, A, B, C, D, delta_bias, orders)
         order = describe_orders(orders, u.device)
-        cfg = config or default_config(N, dm, L)
+        cfg = config or config_for(N, dm, L)
         ins = [_as_input(t) for t in (u, delta, B, C)]
         par = [_param(t) for t in (A, D, delta_bias)]
         needs_grad = any(ctx.needs_input_grad[:7])

@@ -1,7 +1,4 @@
-"""Random selective-scan problems and checks shared by the kernel tests and bench/gpu_kernel_check.py.
-
-No pytest here, so the GPU check also runs where pytest is not installed.
-"""
+"""Random selective-scan problems and checks shared by the kernel tests (and usable without pytest)."""
 
 from __future__ import annotations
 

@@ -44,6 +44,26 @@ def test_half_precision_inputs_keep_float32_state(dtype: torch.dtype, case: Case
     assert_within(check_triton(case, dtype, "cuda"), dtype)
 
 
+VARIANTS = ["forward=lines", "forward=hybrid", "forward=hybrid,rows_kernel=tiles",
+            "forward=hybrid,rows_gt=32,rows_sub=3"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("spec", VARIANTS)
+@pytest.mark.parametrize("case", [GPU_CASES[0], GPU_CASES[2], GPU_CASES[3]], ids=str)
+def test_forward_variants_match_reference_on_cuda(spec: str, case: Case) -> None:
+    cfg = triton_scan.config_for(case.N, case.dm, case.L, spec)
+    assert_within(check_triton(case, torch.float32, "cuda", cfg), torch.float32)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("spec", VARIANTS[1:3])
+def test_forward_variants_in_bfloat16_on_cuda(spec: str) -> None:
+    case = GPU_CASES[3]
+    cfg = triton_scan.config_for(case.N, case.dm, case.L, spec)
+    assert_within(check_triton(case, torch.bfloat16, "cuda", cfg), torch.bfloat16)
+
+
 @pytest.mark.gpu
 def test_cuda_picks_a_cuda_backend_automatically() -> None:
     from diffmf_kernels import mamba_scan
@@ -101,3 +121,18 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     for errors in json.loads(out.stdout.split("ERRORS")[1]):
         assert_within(errors, torch.float32)
+
+
+def test_config_overrides_from_environment_and_spec(monkeypatch) -> None:
+    base = triton_scan.default_config(16, 64, 512 * 640)
+    monkeypatch.delenv(triton_scan.CONFIG_ENV, raising=False)
+    assert triton_scan.config_for(16, 64, 512 * 640) == base
+    monkeypatch.setenv(triton_scan.CONFIG_ENV, "forward=hybrid, rows_gt=256")
+    cfg = triton_scan.config_for(16, 64, 512 * 640, "rows_gt=64,rows_kernel=tiles")
+    assert (cfg.forward, cfg.rows_gt, cfg.rows_kernel, cfg.ts) == ("hybrid", 64, "tiles", base.ts)
+    with pytest.raises(ValueError, match="no field 'tile'"):
+        base.with_spec("tile=3")
+    with pytest.raises(ValueError, match="name=value"):
+        base.with_spec("forward")
+    with pytest.raises(ValueError, match="forward must be"):
+        base.with_spec("forward=fast")
