@@ -135,7 +135,7 @@ if want model; then
 fi
 
 if [ -n "${NCU:-}" ] && fits ncu 120; then
-  step ncu 120 ncu --target-processes all --kernel-name regex:_fwd_ --launch-skip 12 --launch-count 6 \
+  step ncu 120 ncu --target-processes all --kernel-name regex:_fwd_ --launch-count 12 \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
     $PY bench/scan.py --out "$OUT/ncu_scan" --sizes 512x640 --dtypes bf16 --repeat 1 --no-backward \
     --triton-config "forward=hybrid,rows_sub=5"
