@@ -10,8 +10,8 @@
 #   .gpu/train_data/             the training split, packed by bench/pack_train_data.py (step train only)
 # Steps, in order (each time-boxed and logged; a failing step never stops the next one):
 #   tests  pytest -m gpu: Triton kernels (every forward variant) and the engine vs the float64 reference
-#   scan   bench/scan.py at 640x512 bf16: default, every forward variant in SCAN_VARIANTS, rows-only and
-#          cols-only splits, per-kernel GPU time (torch.profiler); ncu's speed-of-light if ncu exists
+#   scan   bench/scan.py at 640x512 bf16: default, every variant in SCAN_VARIANTS (backward too for *_bwd ones),
+#          rows-only and cols-only splits, per-kernel GPU time (torch.profiler); ncu's sections if ncu exists
 #   mamba  (after its background build) the mamba backend's gpu tests, and it beside ours in bench/scan.py
 #   model  bench/model.py tiny at 320x256 / 640x512 for the default scan, each MODEL_VARIANTS entry and mamba
 #   node   bench/node_latency.py (ROS 2 across processes)
@@ -30,8 +30,9 @@ MAMBA_BUILD=/tmp/mamba_build
 # Forward variants (ScanConfig overrides on the problem's default) timed beside the default.
 SCAN_VARIANTS=${SCAN_VARIANTS:-"forward=hybrid,rows_sub=5 forward=hybrid,rows_gt=64,rows_sub=10
   forward=hybrid,rows_sub=5,rows_bd=8 forward=hybrid,rows_kernel=tiles forward=hybrid,rows_sub=5,bd_lines=4
-  forward=lines bd=32,warps=1 ts=8,sub=32,warps=4"}
-MODEL_VARIANTS=${MODEL_VARIANTS:-"forward=hybrid,rows_sub=5 forward=hybrid,rows_kernel=tiles"}
+  forward=lines bd=32,warps=1 ts=8,sub=32,warps=4
+  ts_bwd=16,bd_bwd=32,warps_bwd=1 ts_bwd=8,bd_bwd=32,warps_bwd=1 ts_bwd=32,bd_bwd=32,warps_bwd=2"}
+MODEL_VARIANTS=${MODEL_VARIANTS:-"forward=hybrid,rows_sub=5"}
 MAX_SECONDS=${MAX_SECONDS:-560}  # one device call may run 600 s: optional steps stop before that
 START=$(date +%s)
 SUMMARY="$OUT/summary.md"
@@ -95,7 +96,7 @@ fi
 if want scan; then
   variant_args=()
   for v in $SCAN_VARIANTS; do variant_args+=(--triton-config "$v"); done
-  step bench_scan 200 $PY bench/scan.py --out "$OUT/scan" --sizes 512x640 512x640:4:64:rows 512x640:4:64:cols \
+  step bench_scan 260 $PY bench/scan.py --out "$OUT/scan" --sizes 512x640 512x640:4:64:rows 512x640:4:64:cols \
     256x320 --dtypes bf16 --profile "${variant_args[@]}"
   if ! command -v ncu > /dev/null; then
     echo "- ncu: not on this machine" >> "$SUMMARY"
@@ -109,8 +110,8 @@ if want mamba && [ -n "${MAMBA_PID:-}" ]; then
   tail -n 3 "$OUT/mamba_build.log"
   if compgen -G "$MAMBA_BUILD/selective_scan_cuda*.so" > /dev/null; then
     export DIFFMF_MAMBA_SCAN_MODULE=$MAMBA_BUILD
-    step mamba_tests 120 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider tests/test_kernels_mamba.py
-    step bench_scan_mamba 150 $PY bench/scan.py --out "$OUT/scan_mamba" --sizes 512x640 256x320 --dtypes bf16 \
+    fits mamba_tests 60 && step mamba_tests 120 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider tests/test_kernels_mamba.py
+    fits bench_scan_mamba 90 && step bench_scan_mamba 150 $PY bench/scan.py --out "$OUT/scan_mamba" --sizes 512x640 256x320 --dtypes bf16 \
       --mamba-module "$MAMBA_BUILD" --triton-config "forward=hybrid,rows_sub=5"
   else
     echo "- mamba: build failed (see mamba_build.log)" >> "$SUMMARY"
@@ -118,8 +119,8 @@ if want mamba && [ -n "${MAMBA_PID:-}" ]; then
 fi
 
 if want model; then
-  step bench_model 90 env DIFFMF_SCAN_BACKEND=triton $PY bench/model.py --presets tiny --out "$OUT/model_default" \
-    --repeat 30 --budget 3 --scaling 256 512 1024
+  fits bench_model 60 && step bench_model 90 env DIFFMF_SCAN_BACKEND=triton $PY bench/model.py --presets tiny \
+    --out "$OUT/model_default" --repeat 30 --budget 3 --scaling 512
   i=0
   for v in $MODEL_VARIANTS; do
     i=$((i + 1))

@@ -314,6 +314,12 @@ def render(info: dict, rows: list[Row], peak: float | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(out: Path, info: dict, rows: list[Row], peak: float | None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scan_bench.md").write_text(render(info, rows, peak))
+    (out / "scan_bench.json").write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=1))
+
+
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="folder for scan_bench.md and scan_bench.json")
@@ -367,7 +373,8 @@ def main(argv=None) -> None:
         # The reference's backward (autograd through L/16 chunk slices) takes minutes at these
         # sizes; the pure-PyTorch baselines are timed once after a warm-up call.
         slow = name in ("reference", "sequential")
-        with_bwd = not args.no_backward and name != "reference" and not variant  # variants share the backward
+        # variants share the default's backward unless they change its tiles (a *_bwd field)
+        with_bwd = not args.no_backward and name != "reference" and (not variant or "_bwd" in name)
         row = Row(name, str(p), dt_name)
         try:
             row.fwd_ms, row.bwd_ms, y = backends[name](xs, orders, device, 1 if slow else repeat, with_bwd)
@@ -380,9 +387,9 @@ def main(argv=None) -> None:
         except Exception as exc:  # one backend failing must not hide the others' figures
             row.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
         rows.append(row)
+        write_results(args.out, info, rows, peak)  # after every run: a run cut short keeps what it measured
         if device == "cuda":
             torch.cuda.empty_cache()
-    args.out.mkdir(parents=True, exist_ok=True)
     md = render(info, rows, peak)
     if args.profile and device == "cuda":
         xs, orders = make_inputs(problems[0], torch.bfloat16, device)
@@ -397,7 +404,6 @@ def main(argv=None) -> None:
                 print(f"profile of {name} failed: {exc}", file=sys.stderr)
         md += "\n" + render_profiles(profiles, str(problems[0]))
     (args.out / "scan_bench.md").write_text(md)
-    (args.out / "scan_bench.json").write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=1))
     print(md)
     best: dict[tuple[str, str], Row] = {}
     for r in rows:

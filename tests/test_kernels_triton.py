@@ -50,7 +50,7 @@ VARIANTS = ["forward=lines", "forward=hybrid", "forward=hybrid,rows_kernel=tiles
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("spec", VARIANTS)
-@pytest.mark.parametrize("case", [GPU_CASES[0], GPU_CASES[2], GPU_CASES[3]], ids=str)
+@pytest.mark.parametrize("case", [GPU_CASES[2], GPU_CASES[3]], ids=str)
 def test_forward_variants_match_reference_on_cuda(spec: str, case: Case) -> None:
     cfg = triton_scan.config_for(case.N, case.dm, case.L, spec)
     assert_within(check_triton(case, torch.float32, "cuda", cfg), torch.float32)
