@@ -104,3 +104,16 @@ def test_reference_gradients_match_finite_differences():
     u, delta, A, B, C, D, bias = random_inputs(1, 2, 2, 3, 6, seed=5)
     inputs = [t.clone().requires_grad_(True) for t in (u, delta, A, B, C, D, bias)]
     assert torch.autograd.gradcheck(lambda *x: selective_scan_reference(*x, True), inputs, eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+def test_orders_first_built_under_inference_mode_still_train(backend: str) -> None:
+    """A node or an evaluation may build the cached orders first; training afterwards must still work."""
+    h, w = 7, 3  # a shape no other test caches
+    with torch.inference_mode():
+        scan_orders(h, w)
+    u, delta, A, B, C, D, bias = random_inputs(1, 4, 2, 3, h * w, seed=7)
+    u = u[:, :2].clone().requires_grad_()
+    y = selective_scan(u, delta, A, B, C, D, bias, backend=backend, orders=scan_orders(h, w))
+    (grad,) = torch.autograd.grad(y.sum(), u)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
