@@ -70,6 +70,7 @@ def test_not_a_checkpoint_and_missing_file(tmp_path):
         load_model(tmp_path / "absent.safetensors")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol:UserWarning")  # the hand-made evil pickle
 def test_legacy_pth_loads_weights_only_and_refuses_code(tmp_path):
     model = _model()
     good = tmp_path / "legacy.pth"
