@@ -10,7 +10,7 @@
 #   .gpu/train_data/             the training split, packed by bench/pack_train_data.py (step train only)
 # Steps, in order (each time-boxed and logged; a failing step never stops the next one):
 #   tests  pytest -m gpu: Triton kernels (every forward variant) and the engine vs the float64 reference
-#   scan   bench/scan.py at 640x512 bf16: default, every variant in SCAN_VARIANTS (backward too for *_bwd ones),
+#   scan   bench/scan.py at 640x512 bf16: default, every variant in SCAN_VARIANTS (backward too for hybrid / *_bwd),
 #          rows-only and cols-only splits, per-kernel GPU time (torch.profiler); ncu's sections if ncu exists
 #   mamba  (after its background build) the mamba backend's gpu tests, and it beside ours in bench/scan.py
 #   model  bench/model.py tiny at 320x256 / 640x512 for the default scan, each MODEL_VARIANTS entry and mamba
@@ -28,10 +28,10 @@ TRAIN_MINUTES=${TRAIN_MINUTES:-3.5}
 MAMBA_SRC=.gpu/mamba_ssm-2.3.2.post1
 MAMBA_BUILD=/tmp/mamba_build
 # Forward variants (ScanConfig overrides on the problem's default) timed beside the default.
-SCAN_VARIANTS=${SCAN_VARIANTS:-"forward=hybrid,rows_sub=5 forward=hybrid,rows_gt=64,rows_sub=10
-  forward=hybrid,rows_sub=5,rows_bd=8 forward=hybrid,rows_kernel=tiles forward=hybrid,rows_sub=5,bd_lines=4
-  forward=lines bd=32,warps=1 ts=8,sub=32,warps=4
-  ts_bwd=16,bd_bwd=32,warps_bwd=1 ts_bwd=8,bd_bwd=32,warps_bwd=1 ts_bwd=32,bd_bwd=32,warps_bwd=2"}
+SCAN_VARIANTS=${SCAN_VARIANTS:-"forward=hybrid,rows_sub=5 forward=hybrid,rows_sub=5,cols_kernel=rows
+  forward=hybrid,rows_gt=64,rows_sub=10,rows_warps=2 forward=hybrid,rows_sub=5,rows_bd=8
+  forward=hybrid,rows_kernel=tiles forward=hybrid,rows_sub=5,bd_lines=4 forward=lines bd=32,warps=1
+  ts=8,sub=32,warps=4 ts_bwd=16,bd_bwd=32,warps_bwd=1 ts_bwd=32,bd_bwd=32,warps_bwd=2"}
 MODEL_VARIANTS=${MODEL_VARIANTS:-"forward=hybrid,rows_sub=5"}
 MAX_SECONDS=${MAX_SECONDS:-560}  # one device call may run 600 s: optional steps stop before that
 START=$(date +%s)

@@ -373,8 +373,9 @@ def main(argv=None) -> None:
         # The reference's backward (autograd through L/16 chunk slices) takes minutes at these
         # sizes; the pure-PyTorch baselines are timed once after a warm-up call.
         slow = name in ("reference", "sequential")
-        # variants share the default's backward unless they change its tiles (a *_bwd field)
-        with_bwd = not args.no_backward and name != "reference" and (not variant or "_bwd" in name)
+        # variants share the default's backward unless they change it (a *_bwd field, or "hybrid")
+        with_bwd = not args.no_backward and name != "reference" and (not variant or "_bwd" in name
+                                                                       or "hybrid" in name)
         row = Row(name, str(p), dt_name)
         try:
             row.fwd_ms, row.bwd_ms, y = backends[name](xs, orders, device, 1 if slow else repeat, with_bwd)

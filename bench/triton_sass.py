@@ -50,7 +50,7 @@ def signature(fn, pointer_types: dict[str, str], constexprs: dict) -> dict[str, 
 # Arguments the JIT would see as multiples of 16 at the benchmark size (640x512, Dm=64, N=16):
 # it specialises those (and every torch allocation's pointer) with tt.divisibility=16, which
 # decides whether loads vectorise; without this the offline compile would assume nothing.
-DIVISIBLE_INTS = ("L", "H", "W", "Dm", "N")
+DIVISIBLE_INTS = ("L", "H", "W", "NL", "LL", "LS", "Dm", "N")
 
 
 def divisibility(fn, sig: dict[str, str]) -> dict:
@@ -73,7 +73,7 @@ def inspect_kernel(fn, pointer_types, constexprs, warps: int, arch: int) -> dict
     finally:
         os.unlink(path)
     usage = dict(re.findall(r"(REG|LOCAL|SHARED):(\d+)", res))
-    op = re.compile(r"/\*[0-9a-f]{4}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)")
+    op = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)")
     ops = collections.Counter(m.group(1).split(".")[0] for m in op.finditer(sass))
     hist = {g: sum(ops[o] for o in names) for g, names in GROUPS.items()}
     return {"regs": int(usage.get("REG", 0)), "local": int(usage.get("LOCAL", 0)),
@@ -106,28 +106,32 @@ def main() -> None:
     dt = "*" + args.dtype
     ptrs = {p: dt for p in ("u_ptr", "delta_ptr", "B_ptr", "C_ptr", "y_ptr", "gy_ptr", "gdelta_ptr", "gB_ptr",
                             "gC_ptr")}
-    ptrs.update(dirs_ptr="*i32", orders_ptr="*i32", lines_ptr="*i32", sel_ptr="*i32", gu_ptr="*fp32")
+    ptrs.update(dirs_ptr="*i32", orders_ptr="*i32", lines_ptr="*i32", sel_ptr="*i32", gu_ptr="*fp32",
+                gdelta_ptr=dt)
     flags = dict(MODE=args.mode, HAS_BIAS=True, SOFTPLUS=True)
     fwd = dict(NP=np2, BD=args.bd, TS=args.ts, SUB=args.sub, SHARED_U=True, **flags)
     bwd = dict(NP=np2, BD=args.bd_bwd, TS=args.ts_bwd, **flags)
     lines = dict(NP=np2, BD=args.bd_lines, G=args.lines, SHARED_U=True, HAS_D=True, **flags)
     tile_lines = np2 * args.bd_lines * args.lines
+    # PS (position stride) is 1 along image rows, which the JIT specialises into a constant
     rows = dict(NP=np2, BD=args.rows_bd, GT=args.rows_gt, SUB=args.rows_sub, REV=False, SHARED_U=True, HAS_D=True,
-                HAS_BIAS=True, SOFTPLUS=True)
+                HAS_BIAS=True, SOFTPLUS=True, PS=1)
     tile_rows = np2 * args.rows_gt  # per channel: _fwd_rows loops over its rows_bd channels
     kernels = [
         ("_fwd_lines/sum", tk._fwd_lines, dict(lines, SUMMARY=True, SAVE_EVERY=0), args.warps_lines, tile_lines),
         ("_fwd_lines/out", tk._fwd_lines, dict(lines, SUMMARY=False, SAVE_EVERY=0), args.warps_lines, tile_lines),
         ("_fwd_lines/sav", tk._fwd_lines, dict(lines, SUMMARY=False, SAVE_EVERY=args.ts_bwd), args.warps_lines,
          tile_lines),
-        ("_fwd_rows/sum", tk._fwd_rows, dict(rows, SUMMARY=True, SAVE_EVERY=0), args.rows_warps, tile_rows),
-        ("_fwd_rows/out", tk._fwd_rows, dict(rows, SUMMARY=False, SAVE_EVERY=0), args.rows_warps, tile_rows),
-        ("_fwd_rows/sav", tk._fwd_rows, dict(rows, SUMMARY=False, SAVE_EVERY=args.ts_bwd), args.rows_warps,
-         tile_rows),
+        ("_fwd_rows/sum", tk._fwd_rows, dict(rows, SUMMARY=True, SAVE=False), args.rows_warps, tile_rows),
+        ("_fwd_rows/out", tk._fwd_rows, dict(rows, SUMMARY=False, SAVE=False), args.rows_warps, tile_rows),
+        ("_fwd_rows/sav", tk._fwd_rows, dict(rows, SUMMARY=False, SAVE=True), args.rows_warps, tile_rows),
         ("_fwd_summary", tk._fwd_summary, fwd, args.warps, args.bd * np2 * args.ts),
         ("_fwd_output", tk._fwd_output, dict(fwd, HAS_D=True, SAVE_EVERY=args.ts_bwd // args.ts), args.warps,
          args.bd * np2 * args.ts),
         ("_carry", tk._carry, dict(NP=np2, R=32, CT=64, REVERSE=False), 4, 32 * 64),
+        ("_bwd_rows_summary", tk._bwd_rows_summary, {k: v for k, v in rows.items() if k not in ("SHARED_U", "HAS_D")},
+         args.rows_warps, tile_rows),
+        ("_bwd_rows", tk._bwd_rows, {k: v for k, v in rows.items() if k != "BD"}, args.rows_warps, tile_rows),
         ("_bwd_summary", tk._bwd_summary, bwd, args.warps_bwd, args.bd_bwd * np2 * args.ts_bwd),
         ("_bwd_output", tk._bwd_output, dict(bwd, SHARED_U=True, HAS_D=True), args.warps_bwd,
          args.bd_bwd * np2 * args.ts_bwd),

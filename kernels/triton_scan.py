@@ -53,10 +53,11 @@ class ScanConfig:
     tiny model at 640x512 in 7.0 ms against 14.8 ms.
     forward="lines": a program steps through ``chunk`` positions for ``lines`` chunks (the
     same piece of adjacent scan lines, on the lanes) x ``bd_lines`` channels.
-    forward="hybrid": column directions by the "lines" kernel; row directions (and no orders) by
-    ``rows_kernel``: "rows" = _fwd_rows, a program per row segment of ``rows_sub`` sub-tiles of
-    ``rows_gt`` tokens (contiguous, on the lanes) for ``rows_bd`` channels in turn, or "tiles";
-    orders read through a table fall back to "tiles".
+    forward="hybrid": row directions (and no orders) by ``rows_kernel``: "rows" = _fwd_rows, a
+    program per row segment of ``rows_sub`` sub-tiles of ``rows_gt`` tokens (contiguous, on the
+    lanes) for ``rows_bd`` channels in turn, or "tiles"; column directions by ``cols_kernel``:
+    "lines", or "rows" (_fwd_rows along the columns); orders read through a table fall back to
+    "tiles". The backward follows: "rows" parts by _bwd_rows, the others by _bwd_output.
     Backward program: ``ts_bwd`` steps, looping over channel blocks of ``bd_bwd``; the
     forward saves the state every ``ts_bwd`` steps for it.
     """
@@ -80,6 +81,7 @@ class ScanConfig:
     rows_bd: int = 2
     rows_warps: int = 4
     rows_kernel: str = "rows"
+    cols_kernel: str = "lines"
 
     def with_spec(self, spec: str) -> ScanConfig:
         """'chunk=256,forward=tiles' -> this config with those fields changed (ValueError naming a bad one)."""
@@ -98,6 +100,8 @@ class ScanConfig:
             raise ValueError(f"ScanConfig.forward must be 'lines', 'tiles' or 'hybrid', got {self.forward!r}")
         if self.rows_kernel not in ("rows", "tiles"):
             raise ValueError(f"ScanConfig.rows_kernel must be 'rows' or 'tiles', got {self.rows_kernel!r}")
+        if self.cols_kernel not in ("lines", "rows"):
+            raise ValueError(f"ScanConfig.cols_kernel must be 'lines' or 'rows', got {self.cols_kernel!r}")
         if self.chunk < 1 or self.rows_sub < 1:
             raise ValueError(f"ScanConfig.chunk and rows_sub must be positive, got {self.chunk}, {self.rows_sub}")
         for name in ("lines", "bd_lines", "ts", "sub", "bd", "ts_bwd", "bd_bwd", "carry_rows", "carry_tile",
@@ -257,46 +261,10 @@ def _carry(tk, summ, dtsum, A, n_rows, n_chunks, np2, N, kd, cfg: ScanConfig, re
 
 def backward(gy, u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, cfg: ScanConfig,
              states: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Gradients (u, delta, A, B, C, D, delta_bias) in float32 or the inputs' dtypes."""
-    from . import triton_scan_kernels as tk
+    """Launch the backward kernels (triton_scan_backward.py); gradients in float32 or the inputs' dtypes."""
+    from .triton_scan_backward import run_backward
 
-    bt, kd, L = delta.shape
-    K, N = B.shape[1], A.shape[1]
-    dm = kd // K
-    dev = u.device
-    np2 = _pow2(N)
-    n_sub = _cdiv(L, cfg.ts_bwd)
-    n_dblk = _cdiv(dm, cfg.bd_bwd)
-    f32 = torch.float32
-    dummy = torch.empty(1, dtype=f32, device=dev)
-    table = order.table if order.table is not None else torch.empty(1, dtype=torch.int32, device=dev)
-    common = dict(MODE=order.mode, HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus))
-    bias = delta_bias if delta_bias is not None else dummy
-    shared_u = u.shape[1] != kd
-    gsum = torch.empty(bt * kd * np2 * n_sub, dtype=f32, device=dev)
-    dtsum = torch.empty(bt * kd * n_sub, dtype=f32, device=dev)
-    tk._bwd_summary[(bt * K * n_sub * n_dblk,)](delta, A, C, bias, table, table, gy, gsum, dtsum,
-                                                L, order.H, order.W, K, dm, N, n_dblk, n_sub,
-                                                NP=np2, BD=cfg.bd_bwd, TS=cfg.ts_bwd, num_warps=cfg.warps_bwd,
-                                                **common)
-    gin = _carry(tk, gsum, dtsum, A, bt * kd * np2, n_sub, np2, N, kd, cfg, reverse=True)
-    gu = torch.empty(bt, kd, L, dtype=f32 if shared_u else u.dtype, device=dev)
-    gdelta = torch.empty_like(delta)
-    gB, gC = torch.empty_like(B), torch.empty_like(C)
-    gA = torch.empty(bt, n_sub, kd, np2, dtype=f32, device=dev)
-    gD = torch.empty(bt, n_sub, kd, dtype=f32, device=dev) if D is not None else dummy
-    gbias = torch.empty(bt, n_sub, kd, dtype=f32, device=dev) if delta_bias is not None else dummy
-    tk._bwd_output[(bt * K * n_sub,)](u, delta, A, B, C, D if D is not None else dummy, bias, table, table, gy,
-                                      states, gin, gu, gdelta, gB, gC, gA, gD, gbias,
-                                      L, order.H, order.W, K, dm, N, n_dblk, n_sub,
-                                      NP=np2, BD=cfg.bd_bwd, TS=cfg.ts_bwd, SHARED_U=shared_u, HAS_D=D is not None,
-                                      num_warps=cfg.warps_bwd, **common)
-    if shared_u:
-        gu = gu.view(bt, K, dm, L).sum(1)
-    gA = gA.sum((0, 1))[:, :N]
-    gD = gD.sum((0, 1)) if D is not None else None
-    gbias = gbias.sum((0, 1)) if delta_bias is not None else None
-    return gu, gdelta, gA, gB, gC, gD, gbias
+    return run_backward(gy, u, delta, A, B, C, D, delta_bias, softplus, order, cfg, states)
 
 
 class _TritonScan(torch.autograd.Function):

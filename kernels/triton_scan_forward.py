@@ -9,8 +9,9 @@ chunk count; a part with fewer chunks leaves the rest zero, the identity of the 
 - "tiles":  _fwd_summary/_fwd_output for every direction (channels on the lanes);
 - "lines":  _fwd_lines for every direction (adjacent scan lines on the lanes);
 - "hybrid": row directions (and no orders) by ``cfg.rows_kernel`` ("rows": _fwd_rows, tokens
-  on the lanes; or "tiles"), column directions by _fwd_lines (adjacent columns on the lanes),
-  so every kernel reads memory along its lanes. Orders read through a table use "tiles".
+  on the lanes; or "tiles"), column directions by ``cfg.cols_kernel`` ("lines": _fwd_lines,
+  adjacent columns on the lanes; or "rows": _fwd_rows along the columns, tokens W apart).
+  Orders read through a table use "tiles".
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ class _Part:
 
     chunks: int
     launch: Callable[..., None]
-    saves_after_step: bool = False  # stores the state after step t (so the one entering step 0 is never written)
 
 
 _cache: dict[tuple, torch.Tensor | tuple[torch.Tensor, int]] = {}
@@ -138,52 +138,100 @@ def _lines_part(p: _Problem, dirs: tuple[int, ...]) -> _Part:
     return _Part(_cdiv(p.L, cfg.chunk), launch)
 
 
-def _rows_part(p: _Problem, dirs: tuple[int, ...], H: int, W: int, reverse: bool) -> _Part:
+def _rows_part(p: _Problem, kind: Kind) -> _Part:
     from . import triton_scan_kernels as tk
 
     cfg = p.cfg
-    n_seg = _cdiv(W, cfg.rows_gt * cfg.rows_sub)
+    n_lines, length, line_stride, pos_stride = line_geometry(kind, p.order, p.L)
+    n_seg, chunks = rows_chunks(cfg, kind, p.order, p.L)
     n_dblk = _cdiv(p.dm, cfg.rows_bd)
-    grid = (p.bt * len(dirs) * H * n_seg * n_dblk,)
-    sel = _selection(dirs, p.u.device)
+    grid = (p.bt * len(kind.dirs) * chunks * n_dblk,)
+    sel = _selection(kind.dirs, p.u.device)
 
     def launch(summary, hin, hsum, dtsum, stride, save):
         tk._fwd_rows[grid](p.u, p.delta, p.A, p.B, p.C, p.D, p.bias, sel, hin, p.y, p.states, hsum, dtsum,
-                           p.L, H, W, p.K, p.dm, p.N, n_dblk, n_seg, stride, p.n_save, len(dirs),
-                           NP=p.np2, BD=cfg.rows_bd, GT=cfg.rows_gt, SUB=cfg.rows_sub, REV=reverse,
-                           SUMMARY=summary, SAVE_EVERY=cfg.ts_bwd if save else 0, num_warps=cfg.rows_warps,
-                           **p.flags)
+                           p.L, n_lines, length, line_stride, pos_stride, p.K, p.dm, p.N, n_dblk, n_seg, stride,
+                           p.n_save, len(kind.dirs), NP=p.np2, BD=cfg.rows_bd, GT=cfg.rows_gt, SUB=cfg.rows_sub,
+                           REV=kind.reverse, SUMMARY=summary, SAVE=save, num_warps=cfg.rows_warps, **p.flags)
 
-    return _Part(H * n_seg, launch, saves_after_step=True)
+    return _Part(chunks, launch)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One part of the plan: a kernel family, its directions, and for "rows" the line geometry."""
+
+    kernel: str  # "tiles" | "lines" | "rows"
+    dirs: tuple[int, ...]
+    reverse: bool = False  # rows: the scan runs against memory order
+    columns: bool = False  # rows: lines are image columns (tokens W apart) instead of rows
+
+
+def plan_kinds(cfg: ScanConfig, order: TokenOrder, K: int, L: int) -> list[Kind]:
+    """The parts of the configured forward; the backward pass follows the same plan."""
+    everything = tuple(range(K))
+    if cfg.forward == "tiles" or (cfg.forward == "hybrid" and order.mode == MODE_TABLE):
+        return [Kind("tiles", everything)]
+    if cfg.forward == "lines":
+        return [Kind("lines", everything)]
+    if order.mode == MODE_IDENTITY:  # one row of length L
+        return [Kind(cfg.rows_kernel, everything)]
+    by_code = {code: tuple(k for k, c in enumerate(order.codes) if c == code) for code in range(4)}
+    kinds = []
+    if by_code[1] or by_code[3]:
+        if cfg.cols_kernel == "rows":
+            kinds += [Kind("rows", by_code[code], code == 3, True) for code in (1, 3) if by_code[code]]
+        else:
+            kinds.append(Kind("lines", by_code[1] + by_code[3]))
+    if by_code[0] or by_code[2]:
+        if cfg.rows_kernel == "tiles":
+            kinds.append(Kind("tiles", by_code[0] + by_code[2]))
+        else:
+            kinds += [Kind("rows", by_code[code], code == 2) for code in (0, 2) if by_code[code]]
+    return kinds
+
+
+def line_geometry(kind: Kind, order: TokenOrder, L: int) -> tuple[int, int, int, int]:
+    """(lines, line length, line stride, position stride) of a "rows" part, in raster memory."""
+    if order.mode == MODE_IDENTITY:
+        return 1, L, L, 1
+    H, W = order.H, order.W
+    return (W, H, 1, W) if kind.columns else (H, W, W, 1)
+
+
+def rows_chunks(cfg: ScanConfig, kind: Kind, order: TokenOrder, L: int) -> tuple[int, int]:
+    """(segments per line, chunks = lines x segments) of a "rows" part."""
+    n_lines, length, _, _ = line_geometry(kind, order, L)
+    n_seg = _cdiv(length, cfg.rows_gt * cfg.rows_sub)
+    return n_seg, n_lines * n_seg
+
+
+def state_slots(cfg: ScanConfig, order: TokenOrder, K: int, L: int) -> int:
+    """Saved states per (channel, state): every ts_bwd steps, or one per rows sub-tile, whichever needs more."""
+    slots = 0
+    for kind in plan_kinds(cfg, order, K, L):
+        if kind.kernel == "rows":
+            slots = max(slots, rows_chunks(cfg, kind, order, L)[1] * cfg.rows_sub)
+        else:
+            slots = max(slots, _cdiv(L, cfg.ts_bwd))
+    return slots
 
 
 def _plan(p: _Problem) -> list[_Part]:
-    """The parts of the configured forward variant."""
-    everything = tuple(range(p.K))
-    kind, order = p.cfg.forward, p.order
-    if kind == "tiles" or (kind == "hybrid" and order.mode == MODE_TABLE):
-        return [_tiles_part(p, everything)]
-    if kind == "lines":
-        return [_lines_part(p, everything)]
-    if order.mode == MODE_IDENTITY:  # one row of length L
-        H, W, fwd, rev, cols = 1, p.L, everything, (), ()
-    else:
-        H, W = order.H, order.W
-        fwd = tuple(k for k, code in enumerate(order.codes) if code == 0)
-        rev = tuple(k for k, code in enumerate(order.codes) if code == 2)
-        cols = tuple(k for k, code in enumerate(order.codes) if code & 1)
-    parts = [_lines_part(p, cols)] if cols else []
-    if p.cfg.rows_kernel == "tiles":
-        if fwd or rev:
-            parts.append(_tiles_part(p, fwd + rev))
-    else:
-        parts += [_rows_part(p, dirs, H, W, reverse) for dirs, reverse in ((fwd, False), (rev, True)) if dirs]
+    parts = []
+    for kind in plan_kinds(p.cfg, p.order, p.K, p.L):
+        if kind.kernel == "tiles":
+            parts.append(_tiles_part(p, kind.dirs))
+        elif kind.kernel == "lines":
+            parts.append(_lines_part(p, kind.dirs))
+        else:
+            parts.append(_rows_part(p, kind))
     return parts
 
 
 def run_forward(u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, cfg: ScanConfig,
                 save_states: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """y and (if asked) the state entering every ts_bwd-th step, for the backward pass."""
+    """y and (if asked) the states the backward pass restarts from (``state_slots`` per channel and state)."""
     from . import triton_scan_kernels as tk
 
     bt, kd, L = delta.shape
@@ -191,7 +239,7 @@ def run_forward(u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, c
     dev, f32 = u.device, torch.float32
     dummy = torch.empty(1, dtype=f32, device=dev)
     np2 = _pow2(N)
-    n_save = _cdiv(L, cfg.ts_bwd)
+    n_save = state_slots(cfg, order, K, L)
     p = _Problem(u=u, delta=delta, A=A, B=B, C=C, D=D if D is not None else dummy,
                  bias=delta_bias if delta_bias is not None else dummy,
                  table=order.table if order.table is not None else torch.empty(1, dtype=torch.int32, device=dev),
@@ -211,8 +259,6 @@ def run_forward(u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, c
         for part in parts:
             part.launch(True, dummy, hsum, dtsum, n_chunks, False)
         hin = _carry(tk, hsum, dtsum, A, rows, n_chunks, np2, N, kd, cfg, reverse=False)
-    if save_states and any(part.saves_after_step for part in parts):
-        p.states.view(-1, n_save)[:, 0].zero_()
     for part in parts:
         part.launch(False, hin, dummy, dummy, n_chunks, save_states)
     return p.y, (p.states if save_states else None)

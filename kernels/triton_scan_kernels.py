@@ -246,12 +246,12 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
 
 
 @triton.jit
-def _bwd_summary(delta_ptr, A_ptr, C_ptr, bias_ptr, dirs_ptr, orders_ptr, gy_ptr, gsum_ptr, dtsum_ptr,
-                 L, H, W, K, Dm, N, n_dblk, n_sub,
+def _bwd_summary(delta_ptr, A_ptr, C_ptr, bias_ptr, dirs_ptr, orders_ptr, sel_ptr, gy_ptr, gsum_ptr, dtsum_ptr,
+                 L, H, W, K, Dm, N, n_dblk, n_sub, n_sel, stride,
                  NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr,
                  MODE: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """Per sub-tile: G = sum_t exp(A * cumsum(dt)_t) * gy_t * C_t (what it sends left), sum(dt)."""
-    b, k, j, d = _program_coords(tl.program_id(0), n_dblk, n_sub, K, Dm, BD)
+    b, k, j, d = _selected_coords(tl.program_id(0), n_dblk, n_sub, sel_ptr, n_sel, Dm, BD)
     KD = K * Dm
     dmask = d < Dm
     c = k * Dm + d
@@ -272,24 +272,28 @@ def _bwd_summary(delta_ptr, A_ptr, C_ptr, bias_ptr, dirs_ptr, orders_ptr, gy_ptr
     cs = tl.cumsum(dt, axis=0)
     w = tl.exp2(A2[:, None, :] * cs[None, :, :])
     g = tl.sum(w * (gy[None, :, :] * Cv[:, :, None]), axis=1)
-    out = (rows[None, :] * NP + n[:, None]) * n_sub + j
+    out = (rows[None, :] * NP + n[:, None]) * stride + j
     tl.store(gsum_ptr + out, g, mask=(n < NP)[:, None] & dmask[None, :])
-    tl.store(dtsum_ptr + rows * n_sub + j, tl.sum(dt, axis=0), mask=dmask)
+    tl.store(dtsum_ptr + rows * stride + j, tl.sum(dt, axis=0), mask=dmask)
 
 
 @triton.jit
-def _bwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr, orders_ptr, gy_ptr,
+def _bwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr, orders_ptr, sel_ptr, gy_ptr,
                 states_ptr, gin_ptr, gu_ptr, gdelta_ptr, gB_ptr, gC_ptr, gA_ptr, gD_ptr, gbias_ptr,
-                L, H, W, K, Dm, N, n_dblk, n_sub,
+                L, H, W, K, Dm, N, n_dblk, n_sub, n_sel, stride, n_save,
                 NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr,
                 MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr):
-    """One program per (batch, direction, sub-tile): every gradient of the sub-tile."""
+    """One program per (batch, direction, sub-tile): every gradient of the sub-tile.
+
+    Runs the n_sel directions in sel_ptr; ``stride`` is the row stride of the carry buffer,
+    ``n_save`` that of the saved states.
+    """
     pid = tl.program_id(0)
     j = pid % n_sub
     bk = pid // n_sub
-    b = bk // K
-    k = bk % K
+    b = bk // n_sel
+    k = tl.load(sel_ptr + bk % n_sel)
     KD = K * Dm
     n = tl.arange(0, NP)
     nmask = n < N
@@ -324,9 +328,9 @@ def _bwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
         _, dt1 = _load_dt(delta_ptr, drow, idx1, next_in[:, None] & dmask[None, :], bias, SOFTPLUS)
         uu = tl.load(u_ptr + urow[None, :] + idx[:, None], mask=m2, other=0.0).to(tl.float32)
         gy = tl.load(gy_ptr + drow[None, :] + idx[:, None], mask=m2, other=0.0).to(tl.float32)
-        h0 = tl.load(states_ptr + srow * n_sub + j, mask=smask, other=0.0)
+        h0 = tl.load(states_ptr + srow * n_save + j, mask=smask, other=0.0)
         # Carry from the right: a_{s'} * dL/dh_{s'} at the first step s' of sub-tile j + 1.
-        gr = tl.load(gin_ptr + srow * n_sub + (j + 1), mask=smask & (srow * 0 + j + 1 < n_sub), other=0.0)
+        gr = tl.load(gin_ptr + srow * stride + (j + 1), mask=smask & (srow * 0 + j + 1 < n_sub), other=0.0)
         du = dt * uu
         a = tl.exp2(A2[:, None, :] * dt[None, :, :])
         bx = du[None, :, :] * Bv[:, :, None]
@@ -462,25 +466,29 @@ def _fwd_lines(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr,
 @triton.jit
 def _fwd_rows(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, sel_ptr,
               hin_ptr, y_ptr, states_ptr, hsum_ptr, dtsum_ptr,
-              L, H, W, K, Dm, N, n_dblk, n_seg, n_chunks, n_save, n_sel,
+              L, NL, LL, LS, PS, K, Dm, N, n_dblk, n_seg, n_chunks, n_save, n_sel,
               NP: tl.constexpr, BD: tl.constexpr, GT: tl.constexpr, SUB: tl.constexpr, REV: tl.constexpr,
               SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-              SUMMARY: tl.constexpr, SAVE_EVERY: tl.constexpr):
-    """SUMMARY: end state of each row segment from zero + sum(dt); else y (and every SAVE_EVERY-th state)."""
+              SUMMARY: tl.constexpr, SAVE: tl.constexpr):
+    """SUMMARY: end state of each row segment from zero + sum(dt); else y.
+
+    SAVE: also store the state entering every sub-tile, at slot (row, sub-tile in memory order)
+    of the states buffer (n_save slots per channel and state), where _bwd_rows restarts.
+    """
     pid = tl.program_id(0)
     dblk = pid % n_dblk
     rest = pid // n_dblk
     seg = rest % n_seg
     rest = rest // n_seg
-    r = rest % H
-    bk = rest // H
+    ln = rest % NL  # the line (image row, or column for a column direction)
+    bk = rest // NL
     b = bk // n_sel
     k = tl.load(sel_ptr + bk % n_sel)
     KD = K * Dm
     if REV:
-        j = (H - 1 - r) * n_seg + (n_seg - 1 - seg)  # chunk id in scan order
+        j = (NL - 1 - ln) * n_seg + (n_seg - 1 - seg)  # chunk id in scan order
     else:
-        j = r * n_seg + seg
+        j = ln * n_seg + seg
     n = tl.arange(0, NP)
     nmask = n < N
     lane = tl.arange(0, GT)
@@ -518,11 +526,14 @@ def _fwd_rows(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, sel_ptr,
             h = tl.load(hin_ptr + srow * n_chunks + (j - 1), mask=smask & (n * 0 + j > 0), other=0.0)
         for i in range(SUB):
             if REV:
-                col = seg * (SUB * GT) + (SUB - 1 - i) * GT + lane
+                i_mem = SUB - 1 - i
             else:
-                col = seg * (SUB * GT) + i * GT + lane
-            tmask = (col < W) & (lane * 0 + d < Dm)
-            idx = r * W + col  # raster index: contiguous along the tile
+                i_mem = i
+            pos = seg * (SUB * GT) + i_mem * GT + lane
+            if SAVE:
+                tl.store(states_ptr + srow * n_save + (ln * n_seg + seg) * SUB + i_mem, h, mask=smask)
+            tmask = (pos < LL) & (lane * 0 + d < Dm)
+            idx = ln * LS + pos * PS  # raster index (contiguous along the tile when PS == 1)
             x = tl.load(delta_ptr + drow + idx, mask=tmask, other=0.0).to(tl.float32) + bias0
             if SOFTPLUS:
                 dt = _softplus(x)
@@ -542,15 +553,210 @@ def _fwd_rows(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, sel_ptr,
                 Cv = tl.load(C_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
                 y = tl.sum(hs * Cv, axis=0) + Dv * uu
                 tl.store(y_ptr + drow + idx, y.to(y_ptr.dtype.element_ty), mask=tmask)
-                if SAVE_EVERY > 0:  # the state entering scan step t + 1 is the state after step t
-                    if REV:
-                        t1 = L - idx
-                    else:
-                        t1 = idx + 1
-                    keep = tmask & (t1 % SAVE_EVERY == 0) & (t1 // SAVE_EVERY < n_save)
-                    tl.store(states_ptr + srow[:, None] * n_save + (t1 // SAVE_EVERY)[None, :], hs,
-                             mask=smask[:, None] & keep[None, :])
             h = tl.sum(tl.where(end[None, :], hs, 0.0), axis=1)
         if SUMMARY:
             tl.store(hsum_ptr + srow * n_chunks + j, h, mask=(n < NP) & live)
             tl.store(dtsum_ptr + row * n_chunks + j + n * 0, tl.sum(tot, axis=0) + n * 0.0, mask=(n == 0) & live)
+
+
+# ---- backward, row directions of "hybrid" -----------------------------------------------
+# The mirror of _fwd_rows: the same row segments are the chunks of the two-level reverse scan,
+# tiles [NP, GT] with contiguous tokens on the lanes. _bwd_rows_summary gives each segment's
+# G = sum_t exp(A * dt summed over the segment up to t) * gy_t * C_t (what it sends left);
+# _carry runs over segments in reverse; _bwd_rows then walks its segment's sub-tiles from the
+# last scan step back, every channel of the direction in turn, so dL/dB and dL/dC (sums over
+# channels) stay in registers: no cross-lane channel sums and no atomics.
+
+
+@triton.jit
+def _bwd_rows_summary(delta_ptr, A_ptr, C_ptr, bias_ptr, sel_ptr, gy_ptr, gsum_ptr, dtsum_ptr,
+                      L, NL, LL, LS, PS, K, Dm, N, n_dblk, n_seg, stride, n_sel,
+                      NP: tl.constexpr, BD: tl.constexpr, GT: tl.constexpr, SUB: tl.constexpr,
+                      REV: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    pid = tl.program_id(0)
+    dblk = pid % n_dblk
+    rest = pid // n_dblk
+    seg = rest % n_seg
+    rest = rest // n_seg
+    ln = rest % NL  # the line (image row, or column for a column direction)
+    bk = rest // NL
+    b = bk // n_sel
+    k = tl.load(sel_ptr + bk % n_sel)
+    if REV:
+        j = (NL - 1 - ln) * n_seg + (n_seg - 1 - seg)
+    else:
+        j = ln * n_seg + seg
+    n = tl.arange(0, NP)
+    nmask = n < N
+    lane = tl.arange(0, GT)
+    brow = ((b * K + k) * N + n).to(tl.int64) * L
+    for dd in range(BD):
+        d = dblk * BD + dd
+        live = n * 0 + d < Dm
+        c = k * Dm + d
+        A2 = tl.load(A_ptr + c * N + n, mask=nmask & live, other=0.0) * LOG2E
+        if HAS_BIAS:
+            bias0 = tl.sum(tl.where(n == 0, tl.load(bias_ptr + c + n * 0, mask=live, other=0.0), 0.0), axis=0)
+        else:
+            bias0 = 0.0
+        row = (b * (K * Dm) + c).to(tl.int64)
+        srow = row * NP + n
+        g = tl.zeros([NP], dtype=tl.float32)
+        before = tl.zeros([GT], dtype=tl.float32)  # dt summed over the segment's earlier scan steps
+        for i in range(SUB):
+            if REV:
+                pos = seg * (SUB * GT) + (SUB - 1 - i) * GT + lane
+            else:
+                pos = seg * (SUB * GT) + i * GT + lane
+            tmask = (pos < LL) & (lane * 0 + d < Dm)
+            idx = ln * LS + pos * PS
+            x = tl.load(delta_ptr + row * L + idx, mask=tmask, other=0.0).to(tl.float32) + bias0
+            if SOFTPLUS:
+                dt = _softplus(x)
+            else:
+                dt = x
+            dt = tl.where(tmask, dt, 0.0)
+            gy = tl.load(gy_ptr + row * L + idx, mask=tmask, other=0.0).to(tl.float32)
+            Cv = tl.load(C_ptr + brow[:, None] + idx[None, :], mask=nmask[:, None] & tmask[None, :],
+                         other=0.0).to(tl.float32)
+            cs = before + tl.cumsum(dt, axis=0, reverse=REV)  # inclusive, in scan order
+            w = tl.exp2(A2[:, None] * cs[None, :])
+            g += tl.sum(w * (gy[None, :] * Cv), axis=1)
+            before += tl.sum(dt, axis=0)
+        tot = tl.sum(tl.where(lane == 0, before, 0.0), axis=0)
+        tl.store(gsum_ptr + srow * stride + j, g, mask=(n < NP) & live)
+        tl.store(dtsum_ptr + row * stride + j + n * 0, tot + n * 0.0, mask=(n == 0) & live)
+
+
+@triton.jit
+def _bwd_rows(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, sel_ptr, gy_ptr, states_ptr, gin_ptr,
+              carry_ptr, gu_ptr, gdelta_ptr, gB_ptr, gC_ptr, gA_ptr, gD_ptr, gbias_ptr,
+              L, NL, LL, LS, PS, K, Dm, N, n_seg, stride, n_save, n_chunks, n_sel,
+              NP: tl.constexpr, GT: tl.constexpr, SUB: tl.constexpr, REV: tl.constexpr,
+              SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """One program per (batch, direction, row segment), every channel: all gradients of the segment.
+
+    carry_ptr: (programs, Dm, NP) float32 scratch holding, per channel, the gradient that
+    enters the current sub-tile from the right. gA/gD/gbias: per-(segment, channel) partials
+    (Bt, n_chunks, K*Dm[, NP]) summed on the host.
+    """
+    pid = tl.program_id(0)
+    seg = pid % n_seg
+    rest = pid // n_seg
+    ln = rest % NL  # the line (image row, or column for a column direction)
+    bk = rest // NL
+    b = bk // n_sel
+    k = tl.load(sel_ptr + bk % n_sel)
+    KD = K * Dm
+    if REV:
+        j = (NL - 1 - ln) * n_seg + (n_seg - 1 - seg)
+        first = tl.arange(0, GT) == GT - 1  # the first scan step of a sub-tile (memory order is reversed)
+        last = tl.arange(0, GT) == 0
+    else:
+        j = ln * n_seg + seg
+        first = tl.arange(0, GT) == 0
+        last = tl.arange(0, GT) == GT - 1
+    n = tl.arange(0, NP)
+    nmask = n < N
+    lane = tl.arange(0, GT)
+    brow = ((b * K + k) * N + n).to(tl.int64) * L
+    crow = (pid * Dm).to(tl.int64)
+    for i0 in range(SUB):  # sub-tiles from the segment's last scan step back
+        if REV:
+            i_mem = i0
+        else:
+            i_mem = SUB - 1 - i0
+        pos = seg * (SUB * GT) + i_mem * GT + lane
+        tmask = pos < LL
+        idx = ln * LS + pos * PS
+        # The next scan step's token, when it lies in this sub-tile and in the image. Tokens past the
+        # row's end pass the gradient through (a1 = 1) to the last real one; the sub-tile's last scan
+        # step gets a1 = 0 and the carry from the right instead.
+        if REV:
+            nxt = idx - PS
+            next_ok = (lane > 0) & (pos - 1 < LL)
+        else:
+            nxt = idx + PS
+            next_ok = (lane < GT - 1) & (pos + 1 < LL)
+        bm = nmask[:, None] & tmask[None, :]
+        Bv = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
+        Cv = tl.load(C_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
+        gB = tl.zeros([NP, GT], dtype=tl.float32)
+        gC = tl.zeros([NP, GT], dtype=tl.float32)
+        for d in range(Dm):
+            c = k * Dm + d
+            A2 = tl.load(A_ptr + c * N + n, mask=nmask, other=0.0) * LOG2E
+            if HAS_BIAS:
+                bias0 = tl.sum(tl.where(n == 0, tl.load(bias_ptr + c + n * 0), 0.0), axis=0)
+            else:
+                bias0 = 0.0
+            if HAS_D:
+                Dv = tl.sum(tl.where(n == 0, tl.load(D_ptr + c + n * 0), 0.0), axis=0)
+            else:
+                Dv = 0.0
+            row = (b * KD + c).to(tl.int64)
+            drow = row * L
+            if SHARED_U:
+                urow = (b * Dm + d).to(tl.int64) * L
+            else:
+                urow = drow
+            srow = row * NP + n
+            x = tl.load(delta_ptr + drow + idx, mask=tmask, other=0.0).to(tl.float32) + bias0
+            x1 = tl.load(delta_ptr + drow + nxt, mask=next_ok, other=0.0).to(tl.float32) + bias0
+            if SOFTPLUS:
+                dt = _softplus(x)
+                dt1 = _softplus(x1)
+            else:
+                dt = x
+                dt1 = x1
+            dt = tl.where(tmask, dt, 0.0)
+            uu = tl.load(u_ptr + urow + idx, mask=tmask, other=0.0).to(tl.float32)
+            gy = tl.load(gy_ptr + drow + idx, mask=tmask, other=0.0).to(tl.float32)
+            h0 = tl.load(states_ptr + srow * n_save + (ln * n_seg + seg) * SUB + i_mem, mask=nmask, other=0.0)
+            if i0 == 0:  # from the segment to the right, by the reverse carry
+                gr = tl.load(gin_ptr + srow * stride + (j + 1), mask=nmask & (n * 0 + j + 1 < n_chunks), other=0.0)
+            else:
+                gr = tl.load(carry_ptr + (crow + d) * NP + n)
+            du = dt * uu
+            a = tl.exp2(A2[:, None] * dt[None, :])
+            bx = du[None, :] * Bv
+            Pc, Hc = tl.associative_scan((a, bx), 1, _linear_combine, reverse=REV)
+            hs = Hc + Pc * h0[:, None]
+            # dL/dh_t = gy_t C_t + a_{t+1} dL/dh_{t+1}, against the scan order; the carry enters at its last step.
+            a1 = tl.where(next_ok[None, :], tl.exp2(A2[:, None] * dt1[None, :]), tl.where(last[None, :], 0.0, 1.0))
+            cvec = gy[None, :] * Cv + tl.where(last[None, :], gr[:, None], 0.0)
+            if REV:  # against the scan order = increasing memory index
+                _, gh = tl.associative_scan((a1, cvec), 1, _linear_combine, reverse=False)
+            else:
+                _, gh = tl.associative_scan((a1, cvec), 1, _linear_combine, reverse=True)
+            gC += gy[None, :] * hs
+            gB += gh * du[None, :]
+            gdu = tl.sum(gh * Bv, axis=0)
+            gl = gh * (hs - bx)  # dL/d(dt * A) = dL/dh_t * a_t * h_{t-1}
+            gdt = tl.sum(gl * A2[:, None], axis=0) / LOG2E + gdu * uu
+            if SOFTPLUS:
+                gx = gdt * tl.where(x > 20.0, 1.0, 1.0 / (1.0 + tl.exp(-x)))
+            else:
+                gx = gdt
+            gx = tl.where(tmask, gx, 0.0)
+            tl.store(gu_ptr + drow + idx, (gdu * dt + Dv * gy).to(gu_ptr.dtype.element_ty), mask=tmask)
+            tl.store(gdelta_ptr + drow + idx, gx.to(gdelta_ptr.dtype.element_ty), mask=tmask)
+            # what enters the previous sub-tile from the right: a_s * dL/dh_s at this one's first step s
+            tl.store(carry_ptr + (crow + d) * NP + n, tl.sum(tl.where(first[None, :], a * gh, 0.0), axis=1))
+            prow = ((b * n_chunks + j) * KD + c).to(tl.int64)
+            gA_new = tl.sum(gl * dt[None, :], axis=1)
+            if i0 > 0:
+                gA_new += tl.load(gA_ptr + prow * NP + n)
+            tl.store(gA_ptr + prow * NP + n, gA_new)
+            if HAS_D:
+                gD_new = tl.sum(gy * uu, axis=0) + n * 0.0
+                if i0 > 0:
+                    gD_new += tl.load(gD_ptr + prow + n * 0)
+                tl.store(gD_ptr + prow + n * 0, gD_new, mask=n == 0)
+            if HAS_BIAS:
+                gb_new = tl.sum(gx, axis=0) + n * 0.0
+                if i0 > 0:
+                    gb_new += tl.load(gbias_ptr + prow + n * 0)
+                tl.store(gbias_ptr + prow + n * 0, gb_new, mask=n == 0)
+        tl.store(gB_ptr + brow[:, None] + idx[None, :], gB.to(gB_ptr.dtype.element_ty), mask=bm)
+        tl.store(gC_ptr + brow[:, None] + idx[None, :], gC.to(gC_ptr.dtype.element_ty), mask=bm)

@@ -44,21 +44,21 @@ def test_half_precision_inputs_keep_float32_state(dtype: torch.dtype, case: Case
     assert_within(check_triton(case, dtype, "cuda"), dtype)
 
 
-VARIANTS = ["forward=lines", "forward=hybrid", "forward=hybrid,rows_kernel=tiles",
+VARIANTS = ["forward=lines", "forward=hybrid", "forward=hybrid,rows_kernel=tiles", "forward=hybrid,cols_kernel=rows",
             "forward=hybrid,rows_gt=32,rows_sub=3"]
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("spec", VARIANTS)
 @pytest.mark.parametrize("case", [GPU_CASES[2], GPU_CASES[3]], ids=str)
-def test_forward_variants_match_reference_on_cuda(spec: str, case: Case) -> None:
+def test_kernel_variants_match_reference_on_cuda(spec: str, case: Case) -> None:
     cfg = triton_scan.config_for(case.N, case.dm, case.L, spec)
     assert_within(check_triton(case, torch.float32, "cuda", cfg), torch.float32)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("spec", VARIANTS[1:3])
-def test_forward_variants_in_bfloat16_on_cuda(spec: str) -> None:
+@pytest.mark.parametrize("spec", VARIANTS[1:4])
+def test_kernel_variants_in_bfloat16_on_cuda(spec: str) -> None:
     case = GPU_CASES[3]
     cfg = triton_scan.config_for(case.N, case.dm, case.L, spec)
     assert_within(check_triton(case, torch.bfloat16, "cuda", cfg), torch.bfloat16)
@@ -92,35 +92,45 @@ def test_grid_orders_are_read_by_arithmetic() -> None:
 
 
 def test_kernels_in_the_interpreter_match_reference() -> None:
-    """Every index mode and both forward variants, with gradients, under TRITON_INTERPRET=1 on CPU."""
+    """Every index mode and kernel variant, with gradients, under TRITON_INTERPRET=1 on CPU.
+
+    The cases run in two interpreter processes at once (each is single-threaded Python).
+    """
     pytest.importorskip("triton", reason="triton is not installed (the dev extra brings it on Linux x86_64)")
     script = textwrap.dedent("""
-        import json, torch
+        import json, sys, torch
         from scan_cases import Case, check_triton
         from diffmf_kernels.triton_scan import ScanConfig
         small = dict(ts=4, sub=4, bd=2, warps=1, ts_bwd=8, bd_bwd=2, warps_bwd=1, carry_rows=8, carry_tile=4,
                      chunk=4, lines=4, bd_lines=2, warps_lines=1, rows_gt=4, rows_sub=2, rows_bd=2, rows_warps=1)
         tiles, lines, hybrid = (ScanConfig(forward=f, **small) for f in ("tiles", "lines", "hybrid"))
         hybrid_tiles = ScanConfig(forward="hybrid", rows_kernel="tiles", **small)
+        all_rows = ScanConfig(forward="hybrid", cols_kernel="rows", **small)
         runs = [(Case(1, 4, 3, 4, 4, 8, "grid"), lines),  # "lines" following image lines
                 (Case(1, 4, 3, 4, 3, 7, "grid"), tiles),
                 (Case(1, 4, 3, 4, 5, 11, "grid"), hybrid),  # rows not a whole number of segments
                 (Case(2, 4, 3, 3, 8, 8, "grid"), hybrid),  # columns a whole number of chunks
                 (Case(1, 4, 3, 2, 5, 6, "grid"), hybrid_tiles),
+                (Case(2, 4, 3, 3, 9, 6, "grid"), all_rows),  # columns by the rows kernels, partial segments
                 (Case(2, 1, 2, 2, 1, 19, "none", softplus=False, with_bias=False), hybrid),
                 (Case(1, 2, 3, 1, 1, 23, "perm"), hybrid),  # no grid: falls back to "tiles"
                 (Case(1, 2, 3, 1, 1, 23, "perm"), None),
                 (Case(2, 1, 2, 2, 1, 19, "none", softplus=False, with_bias=False), None)]
-        print("ERRORS", json.dumps([check_triton(c, torch.float32, "cpu", cfg) for c, cfg in runs]))
+        part, parts = int(sys.argv[1]), int(sys.argv[2])
+        print("ERRORS", json.dumps([check_triton(c, torch.float32, "cpu", cfg) for c, cfg in runs[part::parts]]))
     """)
     tests_dir = Path(__file__).resolve().parent
     env = dict(os.environ, TRITON_INTERPRET="1",
                PYTHONPATH=os.pathsep.join([str(tests_dir), os.environ.get("PYTHONPATH", "")]))
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
-                         cwd=tests_dir)
-    assert out.returncode == 0, out.stderr[-3000:]
-    for errors in json.loads(out.stdout.split("ERRORS")[1]):
-        assert_within(errors, torch.float32)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(i), "2"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=tests_dir) for i in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (stdout, stderr) in zip(procs, results):
+        assert p.returncode == 0, stderr[-3000:]
+        errors_per_case = json.loads(stdout.split("ERRORS")[1])
+        assert len(errors_per_case) == 5
+        for errors in errors_per_case:
+            assert_within(errors, torch.float32)
 
 
 def test_config_overrides_from_environment_and_spec(monkeypatch) -> None:
