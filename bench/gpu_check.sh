@@ -9,7 +9,8 @@
 #   .gpu/mamba_ssm-2.3.2.post1/  mamba-ssm's sdist with csrc/selective_scan (the peer kernel, built here)
 #   .gpu/train_data/             the training split, packed by bench/pack_train_data.py (step train only)
 # Steps, in order (each time-boxed and logged; a failing step never stops the next one):
-#   tests  pytest -m gpu: Triton kernels (every forward variant) and the engine vs the float64 reference
+#   tests  pytest -m gpu: Triton kernels and the engine vs the float64 reference (the kernel variants'
+#          own tests last, if time is left)
 #   scan   bench/scan.py at 640x512 bf16: default, every variant in SCAN_VARIANTS (backward too for hybrid / *_bwd),
 #          rows-only and cols-only splits, per-kernel GPU time (torch.profiler); ncu's sections if ncu exists
 #   mamba  (after its background build) the mamba backend's gpu tests, and it beside ours in bench/scan.py
@@ -29,9 +30,8 @@ MAMBA_SRC=.gpu/mamba_ssm-2.3.2.post1
 MAMBA_BUILD=/tmp/mamba_build
 # Forward variants (ScanConfig overrides on the problem's default) timed beside the default.
 SCAN_VARIANTS=${SCAN_VARIANTS:-"forward=hybrid,rows_sub=5 forward=hybrid,rows_sub=5,cols_kernel=rows
-  forward=hybrid,rows_gt=64,rows_sub=10,rows_warps=2 forward=hybrid,rows_sub=5,rows_bd=8
-  forward=hybrid,rows_kernel=tiles forward=hybrid,rows_sub=5,bd_lines=4 forward=lines bd=32,warps=1
-  ts=8,sub=32,warps=4 ts_bwd=16,bd_bwd=32,warps_bwd=1 ts_bwd=32,bd_bwd=32,warps_bwd=2"}
+  forward=hybrid,rows_gt=64,rows_sub=10,rows_warps=2 forward=hybrid,rows_kernel=tiles
+  forward=hybrid,rows_sub=5,bd_lines=4 forward=lines ts_bwd=16,bd_bwd=32,warps_bwd=1 bd=32,warps=1"}
 MODEL_VARIANTS=${MODEL_VARIANTS:-"forward=hybrid,rows_sub=5"}
 MAX_SECONDS=${MAX_SECONDS:-560}  # one device call may run 600 s: optional steps stop before that
 START=$(date +%s)
@@ -88,8 +88,8 @@ if want mamba && [ -d "$MAMBA_SRC" ]; then
   MAMBA_PID=$!
 fi
 
-if want tests; then
-  step gpu_tests 150 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider \
+if want tests; then  # the kernel variants' own tests run at the end, when time is left
+  step gpu_tests 150 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider -k "not variants" \
     tests/test_kernels_triton.py tests/test_engine.py
 fi
 
@@ -97,7 +97,7 @@ if want scan; then
   variant_args=()
   for v in $SCAN_VARIANTS; do variant_args+=(--triton-config "$v"); done
   step bench_scan 260 $PY bench/scan.py --out "$OUT/scan" --sizes 512x640 512x640:4:64:rows 512x640:4:64:cols \
-    256x320 --dtypes bf16 --profile "${variant_args[@]}"
+    256x320 --dtypes bf16 --repeat 10 --profile "${variant_args[@]}"
   if ! command -v ncu > /dev/null; then
     echo "- ncu: not on this machine" >> "$SUMMARY"
   else
@@ -133,6 +133,11 @@ if want model; then
     step bench_model_mamba 60 env DIFFMF_SCAN_BACKEND=mamba $PY bench/model.py --presets tiny \
       --out "$OUT/model_mamba" --repeat 30 --budget 3 --scaling 512
   fi
+fi
+
+if want tests && fits gpu_variant_tests 120; then
+  step gpu_variant_tests 150 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider -k variants \
+    tests/test_kernels_triton.py
 fi
 
 if [ -n "${NCU:-}" ] && fits ncu 120; then
