@@ -106,3 +106,14 @@ def test_cuda_prefers_mamba_when_it_loads() -> None:
     _real_module_or_skip()
     os.environ.pop("DIFFMF_SCAN_BACKEND", None)
     assert resolve_backend(None, torch.device("cuda")).name == "mamba"
+
+
+def test_adapter_runs_under_inference_mode() -> None:
+    """The engine fuses under torch.inference_mode: the Function must not insist on a graph there."""
+    from scan_cases import make_inputs, reference
+
+    case = ADAPTER_CASES[0]
+    xs, orders = make_inputs(case, torch.float32)
+    with torch.inference_mode():
+        y = mamba_scan.scan_with(_standin_module(), *xs, case.softplus, orders)
+    torch.testing.assert_close(y.double(), reference(xs, orders, case.softplus)[0], rtol=1e-5, atol=1e-6)
