@@ -14,7 +14,7 @@ import types
 import pytest
 import torch
 from diffmf_kernels import mamba_scan
-from scan_cases import GPU_CASES, Case, assert_within, check_scan
+from scan_cases import GPU_CASES, Case, assert_within, check_scan, make_inputs, reference
 
 from diffmf_core.ops import ScanBackendError, resolve_backend
 from diffmf_core.ops.scan_reference import selective_scan_reference
@@ -110,8 +110,6 @@ def test_cuda_prefers_mamba_when_it_loads() -> None:
 
 def test_adapter_runs_under_inference_mode() -> None:
     """The engine fuses under torch.inference_mode: the Function must not insist on a graph there."""
-    from scan_cases import make_inputs, reference
-
     case = ADAPTER_CASES[0]
     xs, orders = make_inputs(case, torch.float32)
     with torch.inference_mode():
