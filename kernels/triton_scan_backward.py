@@ -66,12 +66,11 @@ def run_backward(gy, u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrd
         sel = _selection(kind.dirs, dev)
         if kind.kernel == "rows":
             grid = bt * len(kind.dirs) * count
-            scratch = torch.empty(grid * dm * np2, dtype=f32, device=dev)
-            tk._bwd_rows[(grid,)](u, delta, A, B, C, Dt, bias, sel, gy, states, gin, scratch, gu, gdelta, gB, gC,
+            tk._bwd_rows[(grid,)](u, delta, A, B, C, Dt, bias, sel, gy, states, gin, gu, gdelta, gB, gC,
                                   gA, gD, gb, L, *line_geometry(kind, order, L), K, dm, N,
                                   rows_chunks(cfg, kind, order, L)[0], stride, n_save, count, len(kind.dirs),
-                                  NP=np2, GT=cfg.rows_gt, SUB=cfg.rows_sub, REV=kind.reverse, SHARED_U=shared_u,
-                                  HAS_D=D is not None, num_warps=cfg.rows_warps, **flags)
+                                  NP=np2, DMP=_pow2(dm), GT=cfg.rows_gt, SUB=cfg.rows_sub, REV=kind.reverse,
+                                  SHARED_U=shared_u, HAS_D=D is not None, num_warps=cfg.rows_warps, **flags)
         else:
             n_dblk = _cdiv(dm, cfg.bd_bwd)
             tk._bwd_output[(bt * len(kind.dirs) * count,)](

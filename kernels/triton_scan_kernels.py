@@ -630,15 +630,16 @@ def _bwd_rows_summary(delta_ptr, A_ptr, C_ptr, bias_ptr, sel_ptr, gy_ptr, gsum_p
 
 @triton.jit
 def _bwd_rows(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, sel_ptr, gy_ptr, states_ptr, gin_ptr,
-              carry_ptr, gu_ptr, gdelta_ptr, gB_ptr, gC_ptr, gA_ptr, gD_ptr, gbias_ptr,
+              gu_ptr, gdelta_ptr, gB_ptr, gC_ptr, gA_ptr, gD_ptr, gbias_ptr,
               L, NL, LL, LS, PS, K, Dm, N, n_seg, stride, n_save, n_chunks, n_sel,
-              NP: tl.constexpr, GT: tl.constexpr, SUB: tl.constexpr, REV: tl.constexpr,
+              NP: tl.constexpr, DMP: tl.constexpr, GT: tl.constexpr, SUB: tl.constexpr, REV: tl.constexpr,
               SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """One program per (batch, direction, row segment), every channel: all gradients of the segment.
 
-    carry_ptr: (programs, Dm, NP) float32 scratch holding, per channel, the gradient that
-    enters the current sub-tile from the right. gA/gD/gbias: per-(segment, channel) partials
-    (Bt, n_chunks, K*Dm[, NP]) summed on the host.
+    Per channel, the gradient entering the current sub-tile from the right and the dA / dD /
+    d(delta_bias) sums live in [NP, DMP] / [DMP] registers (a channel's column picked with
+    tl.where), so no thread reads what another wrote to global memory in the same launch.
+    gA/gD/gbias: per-(segment, channel) partials (Bt, n_chunks, K*Dm[, NP]) summed on the host.
     """
     pid = tl.program_id(0)
     seg = pid % n_seg
@@ -660,7 +661,11 @@ def _bwd_rows(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, sel_ptr, g
     nmask = n < N
     lane = tl.arange(0, GT)
     brow = ((b * K + k) * N + n).to(tl.int64) * L
-    crow = (pid * Dm).to(tl.int64)
+    dcol = tl.arange(0, DMP)
+    grs = tl.zeros([NP, DMP], dtype=tl.float32)  # per channel: what enters the sub-tile from the right
+    gAs = tl.zeros([NP, DMP], dtype=tl.float32)
+    gDs = tl.zeros([DMP], dtype=tl.float32)
+    gbs = tl.zeros([DMP], dtype=tl.float32)
     for i0 in range(SUB):  # sub-tiles from the segment's last scan step back
         if REV:
             i_mem = i0
@@ -713,10 +718,11 @@ def _bwd_rows(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, sel_ptr, g
             uu = tl.load(u_ptr + urow + idx, mask=tmask, other=0.0).to(tl.float32)
             gy = tl.load(gy_ptr + drow + idx, mask=tmask, other=0.0).to(tl.float32)
             h0 = tl.load(states_ptr + srow * n_save + (ln * n_seg + seg) * SUB + i_mem, mask=nmask, other=0.0)
+            this = dcol[None, :] == d
             if i0 == 0:  # from the segment to the right, by the reverse carry
                 gr = tl.load(gin_ptr + srow * stride + (j + 1), mask=nmask & (n * 0 + j + 1 < n_chunks), other=0.0)
             else:
-                gr = tl.load(carry_ptr + (crow + d) * NP + n)
+                gr = tl.sum(tl.where(this, grs, 0.0), axis=1)
             du = dt * uu
             a = tl.exp2(A2[:, None] * dt[None, :])
             bx = du[None, :] * Bv
@@ -742,21 +748,19 @@ def _bwd_rows(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, sel_ptr, g
             tl.store(gu_ptr + drow + idx, (gdu * dt + Dv * gy).to(gu_ptr.dtype.element_ty), mask=tmask)
             tl.store(gdelta_ptr + drow + idx, gx.to(gdelta_ptr.dtype.element_ty), mask=tmask)
             # what enters the previous sub-tile from the right: a_s * dL/dh_s at this one's first step s
-            tl.store(carry_ptr + (crow + d) * NP + n, tl.sum(tl.where(first[None, :], a * gh, 0.0), axis=1))
-            prow = ((b * n_chunks + j) * KD + c).to(tl.int64)
-            gA_new = tl.sum(gl * dt[None, :], axis=1)
-            if i0 > 0:
-                gA_new += tl.load(gA_ptr + prow * NP + n)
-            tl.store(gA_ptr + prow * NP + n, gA_new)
+            g_left = tl.sum(tl.where(first[None, :], a * gh, 0.0), axis=1)
+            grs = tl.where(this, g_left[:, None], grs)
+            gAs += tl.where(this, tl.sum(gl * dt[None, :], axis=1)[:, None], 0.0)
             if HAS_D:
-                gD_new = tl.sum(gy * uu, axis=0) + n * 0.0
-                if i0 > 0:
-                    gD_new += tl.load(gD_ptr + prow + n * 0)
-                tl.store(gD_ptr + prow + n * 0, gD_new, mask=n == 0)
+                gDs += tl.where(dcol == d, tl.sum(gy * uu, axis=0), 0.0)
             if HAS_BIAS:
-                gb_new = tl.sum(gx, axis=0) + n * 0.0
-                if i0 > 0:
-                    gb_new += tl.load(gbias_ptr + prow + n * 0)
-                tl.store(gbias_ptr + prow + n * 0, gb_new, mask=n == 0)
+                gbs += tl.where(dcol == d, tl.sum(gx, axis=0), 0.0)
         tl.store(gB_ptr + brow[:, None] + idx[None, :], gB.to(gB_ptr.dtype.element_ty), mask=bm)
         tl.store(gC_ptr + brow[:, None] + idx[None, :], gC.to(gC_ptr.dtype.element_ty), mask=bm)
+    prow = ((b * n_chunks + j) * KD + k * Dm + dcol).to(tl.int64)  # [DMP] partial rows of this segment
+    live = dcol < Dm
+    tl.store(gA_ptr + prow[None, :] * NP + n[:, None], gAs, mask=live[None, :] & (n < NP)[:, None])
+    if HAS_D:
+        tl.store(gD_ptr + prow, gDs, mask=live)
+    if HAS_BIAS:
+        tl.store(gbias_ptr + prow, gbs, mask=live)
