@@ -314,10 +314,15 @@ def render(info: dict, rows: list[Row], peak: float | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results(out: Path, info: dict, rows: list[Row], peak: float | None) -> None:
+def write_results(out: Path, info: dict, rows: list[Row], peak: float | None,
+                  profiles: dict[str, list[tuple[str, int, float]]], problem: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "scan_bench.md").write_text(render(info, rows, peak))
-    (out / "scan_bench.json").write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows]}, indent=1))
+    md = render(info, rows, peak)
+    if profiles:
+        md += "\n" + render_profiles(profiles, problem)
+    (out / "scan_bench.md").write_text(md)
+    (out / "scan_bench.json").write_text(json.dumps({"info": info, "rows": [asdict(r) for r in rows],
+                                                    "profiles": profiles}, indent=1))
 
 
 def parse_args(argv=None):
@@ -358,6 +363,7 @@ def main(argv=None) -> None:
     peak = info.get("nominal_gbs")
     backends = backends_for(device, args)
     rows: list[Row] = []
+    profiles: dict[str, list[tuple[str, int, float]]] = {}
     baseline_out: dict[tuple[str, str], torch.Tensor] = {}  # first successful output per (problem, dtype)
     jobs = [(p, dt, name) for p in problems for dt in args.dtypes for name in backends]
     for p, dt_name, name in tqdm(jobs, desc="scan bench", unit="run"):
@@ -388,23 +394,17 @@ def main(argv=None) -> None:
         except Exception as exc:  # one backend failing must not hide the others' figures
             row.note = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
         rows.append(row)
-        write_results(args.out, info, rows, peak)  # after every run: a run cut short keeps what it measured
-        if device == "cuda":
-            torch.cuda.empty_cache()
-    md = render(info, rows, peak)
-    if args.profile and device == "cuda":
-        xs, orders = make_inputs(problems[0], torch.bfloat16, device)
-        profiles = {}
-        for name, backend in backends.items():
-            if name == "reference" or not hasattr(backend, "forward"):
-                continue
+        if (args.profile and device == "cuda" and p == problems[0] and dt_name == "bf16" and not row.note
+                and hasattr(backends[name], "forward")):
             try:
                 with torch.no_grad():
-                    profiles[name] = kernel_profile(lambda _b=backend: _b.forward(xs, orders))
-            except Exception as exc:  # a failing backend is already reported in the table
+                    profiles[name] = kernel_profile(lambda _b=backends[name], _x=xs, _o=orders: _b.forward(_x, _o))
+            except Exception as exc:  # the table above still has its timing
                 print(f"profile of {name} failed: {exc}", file=sys.stderr)
-        md += "\n" + render_profiles(profiles, str(problems[0]))
-    (args.out / "scan_bench.md").write_text(md)
+        write_results(args.out, info, rows, peak, profiles, str(problems[0]))  # a run cut short keeps these
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    md = (args.out / "scan_bench.md").read_text()
     print(md)
     best: dict[tuple[str, str], Row] = {}
     for r in rows:
