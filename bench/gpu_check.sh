@@ -11,7 +11,8 @@
 # Steps, in order (each time-boxed and logged; a failing step never stops the next one):
 #   tests  pytest -m gpu: Triton kernels and the engine vs the float64 reference (the kernel variants'
 #          own tests last, if time is left)
-#   scan   bench/scan.py at 640x512 bf16: default, every variant in SCAN_VARIANTS (backward too for hybrid / *_bwd),
+#   scan   (its variants compiled first in parallel processes, during the tests)
+#          bench/scan.py at 640x512 bf16: default, every variant in SCAN_VARIANTS (backward too for hybrid / *_bwd),
 #          rows-only and cols-only splits, per-kernel GPU time (torch.profiler); ncu's sections if ncu exists
 #   mamba  (after its background build) the mamba backend's gpu tests, and it beside ours in bench/scan.py
 #   model  bench/model.py tiny at 320x256 / 640x512 for the default scan, the fastest scan variant,
@@ -91,12 +92,34 @@ if want mamba && [ -d "$MAMBA_SRC" ]; then
   MAMBA_PID=$!
 fi
 
+# Triton compiles each scan variant once per process and caches it on disk; compiling them in
+# parallel processes now (one variant each, a short run) keeps the timed sweep from waiting on it.
+if want scan; then
+  (
+    i=0
+    for v in "" $SCAN_VARIANTS; do
+      while (( $(jobs -rp | wc -l) >= 6 )); do sleep 1; done
+      i=$((i + 1))
+      if [ -z "$v" ]; then
+        timeout 200 $PY bench/scan.py --out "/tmp/warm/$i" --sizes 512x640 --dtypes bf16 --repeat 1 &
+      else
+        timeout 200 $PY bench/scan.py --out "/tmp/warm/$i" --sizes 512x640 --dtypes bf16 --repeat 1 \
+          --only-variants --triton-config "$v" &
+      fi
+    done
+    wait
+  ) > "$OUT/warm.log" 2>&1 &
+  WARM_PID=$!
+fi
+
 if want tests; then  # the kernel variants' own tests run at the end, when time is left
   step gpu_tests 150 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider -k "not variants" \
     tests/test_kernels_triton.py tests/test_engine.py
 fi
 
 if want scan; then
+  [ -n "${WARM_PID:-}" ] && wait "$WARM_PID"
+  echo "- warm-up compile of the scan variants done at t=$(( $(date +%s) - START )) s" >> "$SUMMARY"
   variant_args=()
   for v in $SCAN_VARIANTS; do variant_args+=(--triton-config "$v"); done
   step bench_scan 260 $PY bench/scan.py --out "$OUT/scan" --sizes 512x640 512x640:4:64:rows 512x640:4:64:cols \

@@ -338,6 +338,8 @@ def parse_args(argv=None):
     ap.add_argument("--triton-config", action="append", default=[],
                     help="extra Triton tile configs, e.g. 'ts=4,sub=128,bd=64,warps=2' (repeatable)")
     ap.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    ap.add_argument("--only-variants", action="store_true",
+                    help="time only the --triton-config variants (e.g. to compile them in parallel processes first)")
     ap.add_argument("--profile", action="store_true",
                     help="CUDA: per-kernel GPU time of each backend's forward at the first size, bf16")
     return ap.parse_args(argv)
@@ -362,6 +364,8 @@ def main(argv=None) -> None:
     info = device_info(device)
     peak = info.get("nominal_gbs")
     backends = backends_for(device, args)
+    if args.only_variants:
+        backends = {k: v for k, v in backends.items() if k.startswith("triton[")}
     rows: list[Row] = []
     profiles: dict[str, list[tuple[str, int, float]]] = {}
     baseline_out: dict[tuple[str, str], torch.Tensor] = {}  # first successful output per (problem, dtype)
