@@ -51,6 +51,8 @@ class ScanConfig:
     channels with tl.associative_scan (chunk = ts * sub). Measured on an H100 (bench/RESULTS.md,
     2026-11-26): 4.0 ms bf16 at 640x512, K=4, Dm=64, N=16 against 11.0 ms for "lines", and the
     tiny model at 640x512 in 7.0 ms against 14.8 ms.
+    forward="auto": time the candidates of triton_autotune.CANDIDATES at the first call for each
+    device and problem, and use the fastest (see triton_autotune.py).
     forward="lines": a program steps through ``chunk`` positions for ``lines`` chunks (the
     same piece of adjacent scan lines, on the lanes) x ``bd_lines`` channels.
     forward="hybrid": row directions (and no orders) by ``rows_kernel``: "rows" = _fwd_rows, a
@@ -96,8 +98,8 @@ class ScanConfig:
         return replace(self, **{k: int(v) if v.lstrip("-").isdigit() else v for k, v in fields.items()})
 
     def __post_init__(self) -> None:
-        if self.forward not in ("lines", "tiles", "hybrid"):
-            raise ValueError(f"ScanConfig.forward must be 'lines', 'tiles' or 'hybrid', got {self.forward!r}")
+        if self.forward not in ("lines", "tiles", "hybrid", "auto"):
+            raise ValueError(f"ScanConfig.forward must be 'lines', 'tiles', 'hybrid' or 'auto', got {self.forward!r}")
         if self.rows_kernel not in ("rows", "tiles"):
             raise ValueError(f"ScanConfig.rows_kernel must be 'rows' or 'tiles', got {self.rows_kernel!r}")
         if self.cols_kernel not in ("lines", "rows"):
@@ -267,6 +269,35 @@ def backward(gy, u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, 
     return run_backward(gy, u, delta, A, B, C, D, delta_bias, softplus, order, cfg, states)
 
 
+def _autotuned(base: ScanConfig, ins: list[torch.Tensor], par: list[torch.Tensor | None], softplus: bool,
+               order: TokenOrder, needs_grad: bool) -> ScanConfig:
+    """forward=auto: the fastest candidate of triton_autotune.CANDIDATES for this device and problem."""
+    from . import triton_autotune as tune
+
+    u, delta, B, C = ins
+    K, N = B.shape[1], par[0].numel() // delta.shape[1]
+    line = order.W if order.mode == MODE_GRID else delta.shape[-1]
+    rows_sub = max(1, min(8, _cdiv(line, base.rows_gt)))  # a row segment covers a short row whole
+    cands = []
+    for spec in tune.CANDIDATES:
+        cfg = base.with_spec(spec)
+        cands.append((spec, replace(cfg, rows_sub=rows_sub) if cfg.forward == "hybrid" else cfg))
+    device = torch.cuda.get_device_name(u.device) if u.is_cuda else str(u.device)
+    key = (device, tuple(u.shape), tuple(delta.shape), K, N, u.dtype, delta.dtype, B.dtype, order.mode, order.H,
+           order.W, order.codes, softplus, par[1] is None, par[2] is None, needs_grad)
+    if tune.capturing():
+        return tune._chosen.get(key, cands[0])[1]
+    A = par[0].view(delta.shape[1], N)
+    gy = torch.randn(delta.shape, device=u.device, dtype=u.dtype) if needs_grad else None
+
+    def run(cand):
+        y, states = forward(u, delta, A, B, C, par[1], par[2], softplus, order, cand[1], needs_grad)
+        if needs_grad:
+            backward(gy, u, delta, A, B, C, par[1], par[2], softplus, order, cand[1], states)
+
+    return tune.choose(key, cands, run, describe=lambda cand: cand[0])[1]
+
+
 class _TritonScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, delta_bias, orders, delta_softplus, config):
@@ -276,6 +307,8 @@ class _TritonScan(torch.autograd.Function):
         ins = [_as_input(t) for t in (u, delta, B, C)]
         par = [_param(t) for t in (A, D, delta_bias)]
         needs_grad = any(ctx.needs_input_grad[:7])
+        if cfg.forward == "auto":
+            cfg = _autotuned(cfg, ins, par, bool(delta_softplus), order, needs_grad)
         y, states = forward(ins[0], ins[1], par[0].view(K * dm, N), ins[2], ins[3], par[1], par[2],
                             delta_softplus, order, cfg, needs_grad)
         if needs_grad:
