@@ -111,7 +111,10 @@ def main() -> None:
     flags = dict(MODE=args.mode, HAS_BIAS=True, SOFTPLUS=True)
     fwd = dict(NP=np2, BD=args.bd, TS=args.ts, SUB=args.sub, SHARED_U=True, **flags)
     bwd = dict(NP=np2, BD=args.bd_bwd, TS=args.ts_bwd, **flags)
-    lines = dict(NP=np2, BD=args.bd_lines, G=args.lines, SHARED_U=True, HAS_D=True, **flags)
+    from diffmf_kernels.triton_scan_forward import _lines_first
+
+    lines = dict(NP=np2, BD=args.bd_lines, G=args.lines, SHARED_U=True, HAS_D=True, LINES_FIRST=_lines_first(),
+                 **flags)
     tile_lines = np2 * args.bd_lines * args.lines
     # PS (position stride) is 1 along image rows, which the JIT specialises into a constant
     rows = dict(NP=np2, BD=args.rows_bd, GT=args.rows_gt, SUB=args.rows_sub, REV=False, SHARED_U=True, HAS_D=True,

@@ -59,6 +59,22 @@ class _Part:
     launch: Callable[..., None]
 
 
+def _triton_version() -> tuple[int, int]:
+    import triton
+
+    major, minor = triton.__version__.split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+# How _fwd_lines gathers its carried-in state: lines-first for Triton before 3.9, whose layout
+# pass otherwise compiles the kernel into 3x the instructions (bench/triton_sass.py, docs/kernels.md).
+GATHER_LINES_FIRST: bool | None = None  # None: decide from the installed Triton
+
+
+def _lines_first() -> bool:
+    return GATHER_LINES_FIRST if GATHER_LINES_FIRST is not None else _triton_version() < (3, 9)
+
+
 _cache: dict[tuple, torch.Tensor | tuple[torch.Tensor, int]] = {}
 
 
@@ -133,7 +149,7 @@ def _lines_part(p: _Problem, dirs: tuple[int, ...]) -> _Part:
                             p.states, hsum, dtsum, p.L, order.H, order.W, p.K, p.dm, p.N, n_dblk, n_work, stride,
                             p.n_save, cfg.chunk, len(dirs), NP=p.np2, BD=cfg.bd_lines, G=cfg.lines,
                             MODE=order.mode, SUMMARY=summary, SAVE_EVERY=cfg.ts_bwd if save else 0,
-                            num_warps=cfg.warps_lines, **p.flags)
+                            LINES_FIRST=_lines_first(), num_warps=cfg.warps_lines, **p.flags)
 
     return _Part(_cdiv(p.L, cfg.chunk), launch)
 

@@ -381,10 +381,11 @@ def _fwd_lines(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr,
                L, H, W, K, Dm, N, n_dblk, n_work, n_chunks, n_save, TC, n_sel,
                NP: tl.constexpr, BD: tl.constexpr, G: tl.constexpr, MODE: tl.constexpr,
                SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-               SUMMARY: tl.constexpr, SAVE_EVERY: tl.constexpr):
+               SUMMARY: tl.constexpr, SAVE_EVERY: tl.constexpr, LINES_FIRST: tl.constexpr = False):
     """SUMMARY: end state of each chunk from zero + sum(dt) (-> hsum, dtsum); else y (and states).
 
     Runs the n_sel directions listed in sel_ptr (all K, or the column directions of "hybrid").
+    LINES_FIRST: gather the carried-in state lines-first (see below; chosen per Triton version).
     """
     pid = tl.program_id(0)
     dblk = pid % n_dblk
@@ -417,6 +418,13 @@ def _fwd_lines(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr,
     if SUMMARY:
         h = tl.zeros([NP, BD, G], dtype=tl.float32)
         tot = tl.zeros([BD, G], dtype=tl.float32)
+    elif LINES_FIRST:
+        # Loaded as [G, NP, BD] and permuted: Triton 3.6 lays a gather out with its first axis
+        # fastest, and the lines belong on the lanes (loaded as [NP, BD, G] it put the states
+        # there and compiled the loop into 3x the instructions; 3.9 does better the plain way).
+        offs = (rows[None, None, :] * NP + n[None, :, None]) * n_chunks + (chunk[:, None, None] - 1)
+        hmask = gmask[:, None, None] & nmask[None, :, None] & dmask[None, None, :] & (chunk[:, None, None] > 0)
+        h = tl.permute(tl.load(hin_ptr + offs, mask=hmask, other=0.0), (1, 2, 0))
     else:
         h = tl.load(hin_ptr + srow * n_chunks + (chunk[None, None, :] - 1),
                     mask=smask & (chunk[None, None, :] > 0), other=0.0)
