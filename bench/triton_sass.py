@@ -21,6 +21,7 @@ import tempfile
 
 import triton
 from diffmf_kernels import triton_scan_kernels as tk
+from diffmf_kernels.triton_scan_forward import first_axis_fast
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
@@ -109,11 +110,10 @@ def main() -> None:
     ptrs.update(dirs_ptr="*i32", orders_ptr="*i32", lines_ptr="*i32", sel_ptr="*i32", gu_ptr="*fp32",
                 gdelta_ptr=dt)
     flags = dict(MODE=args.mode, HAS_BIAS=True, SOFTPLUS=True)
-    fwd = dict(NP=np2, BD=args.bd, TS=args.ts, SUB=args.sub, SHARED_U=True, **flags)
+    fwd = dict(NP=np2, BD=args.bd, TS=args.ts, SUB=args.sub, SHARED_U=True, FIRST_FAST=first_axis_fast(), **flags)
     bwd = dict(NP=np2, BD=args.bd_bwd, TS=args.ts_bwd, **flags)
-    from diffmf_kernels.triton_scan_forward import _lines_first
-
-    lines = dict(NP=np2, BD=args.bd_lines, G=args.lines, SHARED_U=True, HAS_D=True, LINES_FIRST=_lines_first(),
+    bwd_out = dict(bwd, SHARED_U=True, HAS_D=True, FIRST_FAST=first_axis_fast())
+    lines = dict(NP=np2, BD=args.bd_lines, G=args.lines, SHARED_U=True, HAS_D=True, FIRST_FAST=first_axis_fast(),
                  **flags)
     tile_lines = np2 * args.bd_lines * args.lines
     # PS (position stride) is 1 along image rows, which the JIT specialises into a constant
@@ -137,7 +137,7 @@ def main() -> None:
         ("_bwd_rows", tk._bwd_rows, {**{k: v for k, v in rows.items() if k != "BD"}, "DMP": 64}, args.rows_warps,
          tile_rows),
         ("_bwd_summary", tk._bwd_summary, bwd, args.warps_bwd, args.bd_bwd * np2 * args.ts_bwd),
-        ("_bwd_output", tk._bwd_output, dict(bwd, SHARED_U=True, HAS_D=True), args.warps_bwd,
+        ("_bwd_output", tk._bwd_output, bwd_out, args.warps_bwd,
          args.bd_bwd * np2 * args.ts_bwd),
     ]
     print(f"sm_{args.arch}, {args.dtype}, N={args.n}, lines={args.lines}, bd_lines={args.bd_lines}, "

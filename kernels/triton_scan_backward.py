@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from .triton_scan import ScanConfig, TokenOrder, _carry, _cdiv, _pow2
-from .triton_scan_forward import _selection, line_geometry, plan_kinds, rows_chunks, state_slots
+from .triton_scan_forward import _selection, first_axis_fast, line_geometry, plan_kinds, rows_chunks, state_slots
 
 
 def run_backward(gy, u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, cfg: ScanConfig,
@@ -77,7 +77,7 @@ def run_backward(gy, u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrd
                 u, delta, A, B, C, Dt, bias, table, table, sel, gy, states, gin, gu, gdelta, gB, gC, gA, gD, gb,
                 L, order.H, order.W, K, dm, N, n_dblk, count, len(kind.dirs), stride, n_save,
                 NP=np2, BD=cfg.bd_bwd, TS=cfg.ts_bwd, SHARED_U=shared_u, HAS_D=D is not None,
-                num_warps=cfg.warps_bwd, MODE=order.mode, **flags)
+                FIRST_FAST=first_axis_fast(), num_warps=cfg.warps_bwd, MODE=order.mode, **flags)
     if shared_u:
         gu = gu.view(bt, K, dm, L).sum(1)
     gA = sum(p[0].sum((0, 1)) for p in partials)[:, :N]

@@ -66,13 +66,16 @@ def _triton_version() -> tuple[int, int]:
     return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
-# How _fwd_lines gathers its carried-in state: lines-first for Triton before 3.9, whose layout
-# pass otherwise compiles the kernel into 3x the instructions (bench/triton_sass.py, docs/kernels.md).
-GATHER_LINES_FIRST: bool | None = None  # None: decide from the installed Triton
+# Triton before 3.9 lays out a load whose pointers are contiguous along no axis with its first
+# axis fastest (3.9: its last). The kernels take FIRST_FAST and then load such tiles with the
+# axis that belongs on the lanes first, and transpose: without it 3.6 (the GPU image's) compiled
+# the "lines" forward into 3x the instructions and sent the tiles forward's inputs through shared
+# memory every step (bench/triton_sass.py, docs/kernels.md).
+FIRST_AXIS_FAST: bool | None = None  # None: decide from the installed Triton; tests set both
 
 
-def _lines_first() -> bool:
-    return GATHER_LINES_FIRST if GATHER_LINES_FIRST is not None else _triton_version() < (3, 9)
+def first_axis_fast() -> bool:
+    return FIRST_AXIS_FAST if FIRST_AXIS_FAST is not None else _triton_version() < (3, 9)
 
 
 _cache: dict[tuple, torch.Tensor | tuple[torch.Tensor, int]] = {}
@@ -126,11 +129,12 @@ def _tiles_part(p: _Problem, dirs: tuple[int, ...]) -> _Part:
     def launch(summary, hin, hsum, dtsum, stride, save):
         if summary:
             tk._fwd_summary[grid](p.u, p.delta, p.A, p.B, p.bias, p.table, p.table, sel, hsum, dtsum,
-                                  *sizes, len(dirs), stride, **meta)
+                                  *sizes, len(dirs), stride, FIRST_FAST=first_axis_fast(), **meta)
         else:
             tk._fwd_output[grid](p.u, p.delta, p.A, p.B, p.C, p.D, p.bias, p.table, p.table, sel, hin, p.y,
                                  p.states, *sizes, p.n_save, len(dirs), stride, HAS_D=p.flags["HAS_D"],
-                                 SAVE_EVERY=cfg.ts_bwd // cfg.ts if save else 0, **meta)
+                                 SAVE_EVERY=cfg.ts_bwd // cfg.ts if save else 0, FIRST_FAST=first_axis_fast(),
+                                 **meta)
 
     return _Part(n_chunks, launch)
 
@@ -149,7 +153,7 @@ def _lines_part(p: _Problem, dirs: tuple[int, ...]) -> _Part:
                             p.states, hsum, dtsum, p.L, order.H, order.W, p.K, p.dm, p.N, n_dblk, n_work, stride,
                             p.n_save, cfg.chunk, len(dirs), NP=p.np2, BD=cfg.bd_lines, G=cfg.lines,
                             MODE=order.mode, SUMMARY=summary, SAVE_EVERY=cfg.ts_bwd if save else 0,
-                            LINES_FIRST=_lines_first(), num_warps=cfg.warps_lines, **p.flags)
+                            FIRST_FAST=first_axis_fast(), num_warps=cfg.warps_lines, **p.flags)
 
     return _Part(_cdiv(p.L, cfg.chunk), launch)
 

@@ -63,9 +63,34 @@ def _softplus(x):
 
 
 @triton.jit
-def _load_dt(delta_ptr, row, idx, mask, bias, SOFTPLUS: tl.constexpr):
+def _load_tc(base_ptr, row, idx, mask, FIRST_FAST: tl.constexpr):
+    """The [TS, BD] tile base[row[c] + idx[t]] as float32 (0 where masked).
+
+    FIRST_FAST (Triton before 3.9): loaded as [BD, TS] and transposed. Those versions lay a load
+    out with its first axis fastest where nothing says otherwise, and the channels belong on
+    the lanes; loaded [TS, BD] the tile went through shared memory on every step.
+    """
+    if FIRST_FAST:
+        v = tl.trans(tl.load(base_ptr + row[:, None] + idx[None, :], mask=tl.trans(mask), other=0.0))
+    else:
+        v = tl.load(base_ptr + row[None, :] + idx[:, None], mask=mask, other=0.0)
+    return v.to(tl.float32)
+
+
+@triton.jit
+def _store_tc(base_ptr, row, idx, value, mask, FIRST_FAST: tl.constexpr):
+    """Store a [TS, BD] tile at base[row[c] + idx[t]] (see _load_tc)."""
+    if FIRST_FAST:
+        tl.store(base_ptr + row[:, None] + idx[None, :], tl.trans(value).to(base_ptr.dtype.element_ty),
+                 mask=tl.trans(mask))
+    else:
+        tl.store(base_ptr + row[None, :] + idx[:, None], value.to(base_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _load_dt(delta_ptr, row, idx, mask, bias, SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr = False):
     """x = delta + bias and dt (0 where masked) for a [TS, BD] tile."""
-    x = tl.load(delta_ptr + row[None, :] + idx[:, None], mask=mask, other=0.0).to(tl.float32) + bias[None, :]
+    x = _load_tc(delta_ptr, row, idx, mask, FIRST_FAST) + bias[None, :]
     if SOFTPLUS:
         dt = _softplus(x)
     else:
@@ -122,7 +147,8 @@ def _channel_params(A_ptr, D_ptr, bias_ptr, c, dmask, n, nmask, N,
 def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr, sel_ptr, hsum_ptr, dtsum_ptr,
                  L, H, W, K, Dm, N, n_dblk, n_chunks, n_sel, stride,
                  NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
-                 MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+                 MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                 FIRST_FAST: tl.constexpr = False):
     b, k, j, d = _selected_coords(tl.program_id(0), n_dblk, n_chunks, sel_ptr, n_sel, Dm, BD)
     KD = K * Dm
     dmask = d < Dm
@@ -147,8 +173,8 @@ def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr,
         tmask = t < L
         idx = _tokens(t, k, L, H, W, dirs_ptr, orders_ptr, MODE)
         m2 = tmask[:, None] & dmask[None, :]
-        x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS)
-        uu = tl.load(u_ptr + urow[None, :] + idx[:, None], mask=m2, other=0.0).to(tl.float32)
+        x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS, FIRST_FAST)
+        uu = _load_tc(u_ptr, urow, idx, m2, FIRST_FAST)
         Bv = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=nmask[:, None] & tmask[None, :],
                      other=0.0).to(tl.float32)
         after = tl.cumsum(dt, axis=0, reverse=True) - dt + later[None, :]
@@ -200,7 +226,7 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
                 y_ptr, states_ptr, L, H, W, K, Dm, N, n_dblk, n_chunks, n_save, n_sel, stride,
                 NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
                 MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SOFTPLUS: tl.constexpr, SAVE_EVERY: tl.constexpr):
+                SOFTPLUS: tl.constexpr, SAVE_EVERY: tl.constexpr, FIRST_FAST: tl.constexpr = False):
     # SAVE_EVERY > 0: store the state at every SAVE_EVERY-th sub-tile start (n_save of them),
     # where the backward pass starts its sub-tiles.
     b, k, j, d = _selected_coords(tl.program_id(0), n_dblk, n_chunks, sel_ptr, n_sel, Dm, BD)
@@ -220,7 +246,11 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
     srow = rows[None, :] * NP + n[:, None]  # [NP, BD] rows of the (Bt, KD, NP, chunks) buffers
     smask = nmask[:, None] & dmask[None, :]
     # State entering this chunk: the carry scan's inclusive result of chunk j - 1.
-    h = tl.load(hin_ptr + srow * stride + (j - 1), mask=smask & (srow * 0 + j > 0), other=0.0)
+    if FIRST_FAST:  # [BD, NP] then transposed, for the reason in _load_tc
+        h = tl.trans(tl.load(hin_ptr + tl.trans(srow) * stride + (j - 1),
+                             mask=tl.trans(smask & (srow * 0 + j > 0)), other=0.0))
+    else:
+        h = tl.load(hin_ptr + srow * stride + (j - 1), mask=smask & (srow * 0 + j > 0), other=0.0)
     last = tl.arange(0, TS) == TS - 1
     for s in range(SUB):
         sub = j * SUB + s
@@ -228,20 +258,24 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
         tmask = t < L
         idx = _tokens(t, k, L, H, W, dirs_ptr, orders_ptr, MODE)
         m2 = tmask[:, None] & dmask[None, :]
-        x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS)
-        uu = tl.load(u_ptr + urow[None, :] + idx[:, None], mask=m2, other=0.0).to(tl.float32)
+        x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS, FIRST_FAST)
+        uu = _load_tc(u_ptr, urow, idx, m2, FIRST_FAST)
         bm = nmask[:, None] & tmask[None, :]
         Bv = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
         Cv = tl.load(C_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
         if SAVE_EVERY > 0:
             keep = ((srow * 0 + sub) % SAVE_EVERY == 0) & (srow * 0 + sub * TS < L)
-            tl.store(states_ptr + srow * n_save + sub // SAVE_EVERY, h, mask=smask & keep)
+            if FIRST_FAST:
+                tl.store(states_ptr + tl.trans(srow) * n_save + sub // SAVE_EVERY, tl.trans(h),
+                         mask=tl.trans(smask & keep))
+            else:
+                tl.store(states_ptr + srow * n_save + sub // SAVE_EVERY, h, mask=smask & keep)
         a = tl.exp2(A2[:, None, :] * dt[None, :, :])
         bx = (dt * uu)[None, :, :] * Bv[:, :, None]
         Pc, Hc = tl.associative_scan((a, bx), 1, _linear_combine)
         hs = Hc + Pc * h[:, None, :]
         y = tl.sum(hs * Cv[:, :, None], axis=0) + Dv[None, :] * uu
-        tl.store(y_ptr + drow[None, :] + idx[:, None], y.to(y_ptr.dtype.element_ty), mask=m2)
+        _store_tc(y_ptr, drow, idx, y, m2, FIRST_FAST)
         h = tl.sum(tl.where(last[None, :, None], hs, 0.0), axis=1)
 
 
@@ -283,7 +317,7 @@ def _bwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
                 L, H, W, K, Dm, N, n_dblk, n_sub, n_sel, stride, n_save,
                 NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr,
                 MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SOFTPLUS: tl.constexpr):
+                SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr = False):
     """One program per (batch, direction, sub-tile): every gradient of the sub-tile.
 
     Runs the n_sel directions in sel_ptr; ``stride`` is the row stride of the carry buffer,
@@ -324,10 +358,10 @@ def _bwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
         srow = rows[None, :] * NP + n[:, None]
         smask = nmask[:, None] & dmask[None, :]
         m2 = tmask[:, None] & dmask[None, :]
-        x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS)
-        _, dt1 = _load_dt(delta_ptr, drow, idx1, next_in[:, None] & dmask[None, :], bias, SOFTPLUS)
-        uu = tl.load(u_ptr + urow[None, :] + idx[:, None], mask=m2, other=0.0).to(tl.float32)
-        gy = tl.load(gy_ptr + drow[None, :] + idx[:, None], mask=m2, other=0.0).to(tl.float32)
+        x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS, FIRST_FAST)
+        _, dt1 = _load_dt(delta_ptr, drow, idx1, next_in[:, None] & dmask[None, :], bias, SOFTPLUS, FIRST_FAST)
+        uu = _load_tc(u_ptr, urow, idx, m2, FIRST_FAST)
+        gy = _load_tc(gy_ptr, drow, idx, m2, FIRST_FAST)
         h0 = tl.load(states_ptr + srow * n_save + j, mask=smask, other=0.0)
         # Carry from the right: a_{s'} * dL/dh_{s'} at the first step s' of sub-tile j + 1.
         gr = tl.load(gin_ptr + srow * stride + (j + 1), mask=smask & (srow * 0 + j + 1 < n_sub), other=0.0)
@@ -354,8 +388,8 @@ def _bwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
         gx = tl.where(m2, gx, 0.0)
         gu = gdu * dt + Dv[None, :] * gy
         # (Bt, K*Dm, L); with a shared u the host sums the K directions.
-        tl.store(gu_ptr + drow[None, :] + idx[:, None], gu.to(gu_ptr.dtype.element_ty), mask=m2)
-        tl.store(gdelta_ptr + drow[None, :] + idx[:, None], gx.to(gdelta_ptr.dtype.element_ty), mask=m2)
+        _store_tc(gu_ptr, drow, idx, gu, m2, FIRST_FAST)
+        _store_tc(gdelta_ptr, drow, idx, gx, m2, FIRST_FAST)
         prow = ((b * n_sub + j) * KD + c).to(tl.int64)  # partials (Bt, n_sub, KD[, NP])
         tl.store(gA_ptr + prow[None, :] * NP + n[:, None], gA_part, mask=smask)
         if HAS_D:
@@ -381,11 +415,11 @@ def _fwd_lines(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr,
                L, H, W, K, Dm, N, n_dblk, n_work, n_chunks, n_save, TC, n_sel,
                NP: tl.constexpr, BD: tl.constexpr, G: tl.constexpr, MODE: tl.constexpr,
                SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-               SUMMARY: tl.constexpr, SAVE_EVERY: tl.constexpr, LINES_FIRST: tl.constexpr = False):
+               SUMMARY: tl.constexpr, SAVE_EVERY: tl.constexpr, FIRST_FAST: tl.constexpr = False):
     """SUMMARY: end state of each chunk from zero + sum(dt) (-> hsum, dtsum); else y (and states).
 
     Runs the n_sel directions listed in sel_ptr (all K, or the column directions of "hybrid").
-    LINES_FIRST: gather the carried-in state lines-first (see below; chosen per Triton version).
+    FIRST_FAST (Triton before 3.9): gather the carried-in state lines-first (see below).
     """
     pid = tl.program_id(0)
     dblk = pid % n_dblk
@@ -418,7 +452,7 @@ def _fwd_lines(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr,
     if SUMMARY:
         h = tl.zeros([NP, BD, G], dtype=tl.float32)
         tot = tl.zeros([BD, G], dtype=tl.float32)
-    elif LINES_FIRST:
+    elif FIRST_FAST:
         # Loaded as [G, NP, BD] and permuted: Triton 3.6 lays a gather out with its first axis
         # fastest, and the lines belong on the lanes (loaded as [NP, BD, G] it put the states
         # there and compiled the loop into 3x the instructions; 3.9 does better the plain way).

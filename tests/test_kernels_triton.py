@@ -122,8 +122,8 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
                 (Case(2, 1, 2, 2, 1, 19, "none", softplus=False, with_bias=False), None)]
         from diffmf_kernels import triton_autotune, triton_scan_forward
         triton_autotune.REPEAT = 1
-        if int(sys.argv[1]) == 1:  # the other way _fwd_lines gathers its carried-in state (Triton < 3.9)
-            triton_scan_forward.GATHER_LINES_FIRST = not triton_scan_forward._lines_first()
+        if int(sys.argv[1]) == 1:  # the kernels' other load layout (FIRST_FAST: Triton < 3.9)
+            triton_scan_forward.FIRST_AXIS_FAST = not triton_scan_forward.first_axis_fast()
         runs.append((Case(1, 4, 2, 3, 3, 5, "grid"), ScanConfig(forward="auto", **small)))  # then the fastest
         part, parts = int(sys.argv[1]), int(sys.argv[2])
         print("ERRORS", json.dumps([check_triton(c, torch.float32, "cpu", cfg) for c, cfg in runs[part::parts]]))
