@@ -32,8 +32,9 @@ MAMBA_SRC=.gpu/mamba_ssm-2.3.2.post1
 MAMBA_BUILD=/tmp/mamba_build
 # Forward variants (ScanConfig overrides on the problem's default) timed beside the default.
 SCAN_VARIANTS=${SCAN_VARIANTS:-"forward=hybrid,rows_sub=5 forward=hybrid,rows_sub=5,cols_kernel=rows
-  forward=hybrid,rows_gt=64,rows_sub=10,rows_warps=2 forward=hybrid,rows_kernel=tiles
-  forward=hybrid,rows_sub=5,bd_lines=4 forward=lines ts_bwd=16,bd_bwd=32,warps_bwd=1 ts=2,sub=128,bd=32,warps=1
+  forward=hybrid,rows_gt=128,rows_sub=5,rows_warps=4 forward=hybrid,rows_gt=256,rows_sub=3,rows_warps=4
+  forward=hybrid,rows_kernel=tiles forward=hybrid,rows_sub=5,bd_lines=4 forward=lines
+  ts_bwd=16,bd_bwd=32,warps_bwd=1 ts=2,sub=128,bd=32,warps=1
   carry_rows=8,carry_tile=128 forward=hybrid,rows_sub=5,carry_rows=8,carry_tile=128 forward=auto"}
 MODEL_VARIANTS=${MODEL_VARIANTS:-"forward=auto forward=hybrid,rows_sub=5"}
 MAX_SECONDS=${MAX_SECONDS:-560}  # one device call may run 600 s: optional steps stop before that
