@@ -280,7 +280,7 @@ def _autotuned(base: ScanConfig, ins: list[torch.Tensor], par: list[torch.Tensor
     tiles_per_line = _cdiv(line, base.rows_gt)  # segments of at most 8 sub-tiles, as even as they come
     rows_sub = _cdiv(tiles_per_line, _cdiv(tiles_per_line, 8))
     cands = []
-    for spec in tune.CANDIDATES:
+    for spec in tune.CANDIDATES + (tune.BACKWARD_CANDIDATES if needs_grad else ()):
         cfg = base.with_spec(spec)
         cands.append((spec, replace(cfg, rows_sub=rows_sub) if cfg.forward == "hybrid" else cfg))
     device = torch.cuda.get_device_name(u.device) if u.is_cuda else str(u.device)

@@ -45,7 +45,7 @@ def test_half_precision_inputs_keep_float32_state(dtype: torch.dtype, case: Case
 
 
 VARIANTS = ["forward=lines", "forward=hybrid", "forward=hybrid,rows_kernel=tiles", "forward=hybrid,cols_kernel=rows",
-            "forward=hybrid,rows_gt=32,rows_sub=3", "forward=auto"]
+            "forward=hybrid,rows_gt=32,rows_sub=3", "forward=auto", "ts_bwd=16,bd_bwd=32,warps_bwd=1"]
 
 
 @pytest.mark.gpu
