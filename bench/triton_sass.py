@@ -136,7 +136,8 @@ def main() -> None:
          args.rows_warps, tile_rows),
         ("_bwd_rows", tk._bwd_rows, {**{k: v for k, v in rows.items() if k != "BD"}, "DMP": 64}, args.rows_warps,
          tile_rows),
-        ("_bwd_summary", tk._bwd_summary, bwd, args.warps_bwd, args.bd_bwd * np2 * args.ts_bwd),
+        ("_bwd_summary", tk._bwd_summary, dict(bwd, FIRST_FAST=first_axis_fast()), args.warps_bwd,
+         args.bd_bwd * np2 * args.ts_bwd),
         ("_bwd_output", tk._bwd_output, bwd_out, args.warps_bwd,
          args.bd_bwd * np2 * args.ts_bwd),
     ]

@@ -51,7 +51,7 @@ def run_backward(gy, u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrd
             tk._bwd_summary[(bt * len(kind.dirs) * count * n_dblk,)](
                 delta, A, C, bias, table, table, sel, gy, gsum, dtsum, L, order.H, order.W, K, dm, N, n_dblk,
                 count, len(kind.dirs), stride, NP=np2, BD=cfg.bd_bwd, TS=cfg.ts_bwd, num_warps=cfg.warps_bwd,
-                MODE=order.mode, **flags)
+                MODE=order.mode, FIRST_FAST=first_axis_fast(), **flags)
     gin = _carry(tk, gsum, dtsum, A, bt * kd * np2, stride, np2, N, kd, cfg, reverse=True)
     gu = torch.empty(bt, kd, L, dtype=f32 if shared_u else u.dtype, device=dev)
     gdelta = torch.empty_like(delta)

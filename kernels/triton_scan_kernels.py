@@ -283,7 +283,8 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
 def _bwd_summary(delta_ptr, A_ptr, C_ptr, bias_ptr, dirs_ptr, orders_ptr, sel_ptr, gy_ptr, gsum_ptr, dtsum_ptr,
                  L, H, W, K, Dm, N, n_dblk, n_sub, n_sel, stride,
                  NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr,
-                 MODE: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+                 MODE: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                 FIRST_FAST: tl.constexpr = False):
     """Per sub-tile: G = sum_t exp(A * cumsum(dt)_t) * gy_t * C_t (what it sends left), sum(dt)."""
     b, k, j, d = _selected_coords(tl.program_id(0), n_dblk, n_sub, sel_ptr, n_sel, Dm, BD)
     KD = K * Dm
@@ -299,8 +300,8 @@ def _bwd_summary(delta_ptr, A_ptr, C_ptr, bias_ptr, dirs_ptr, orders_ptr, sel_pt
     tmask = t < L
     idx = _tokens(t, k, L, H, W, dirs_ptr, orders_ptr, MODE)
     m2 = tmask[:, None] & dmask[None, :]
-    x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS)
-    gy = tl.load(gy_ptr + drow[None, :] + idx[:, None], mask=m2, other=0.0).to(tl.float32)
+    x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS, FIRST_FAST)
+    gy = _load_tc(gy_ptr, drow, idx, m2, FIRST_FAST)
     Cv = tl.load(C_ptr + brow[:, None] + idx[None, :], mask=nmask[:, None] & tmask[None, :],
                  other=0.0).to(tl.float32)
     cs = tl.cumsum(dt, axis=0)
