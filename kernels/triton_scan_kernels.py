@@ -124,6 +124,18 @@ def _program_coords(pid, n_dblk, n_chunks, K, Dm, BD: tl.constexpr):
 
 
 @triton.jit
+def _channel_rows(b, c, d, KD, Dm, L, SHARED_U: tl.constexpr):
+    """Channel c's row of the (Bt, K*Dm, ...) buffers, its offset in delta / y, and its u row's offset."""
+    rows = (b * KD + c).to(tl.int64)
+    drow = rows * L
+    if SHARED_U:  # u is (Bt, Dm, L), shared by the directions
+        urow = (b * Dm + d).to(tl.int64) * L
+    else:
+        urow = drow
+    return rows, drow, urow
+
+
+@triton.jit
 def _channel_params(A_ptr, D_ptr, bias_ptr, c, dmask, n, nmask, N,
                     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, BD: tl.constexpr):
     """A * log2(e) as [NP, BD], and D, delta_bias as [BD] (zeros when absent)."""
@@ -156,12 +168,7 @@ def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr,
     n = tl.arange(0, NP)
     nmask = n < N
     A2, bias, _ = _channel_params(A_ptr, A_ptr, bias_ptr, c, dmask, n, nmask, N, False, HAS_BIAS, BD)
-    rows = (b * KD + c).to(tl.int64)
-    drow = rows * L
-    if SHARED_U:
-        urow = (b * Dm + d).to(tl.int64) * L
-    else:
-        urow = drow
+    rows, drow, urow = _channel_rows(b, c, d, KD, Dm, L, SHARED_U)
     brow = ((b * K + k) * N + n).to(tl.int64) * L
     # Sub-tiles from the last: each step's weight in the chunk's end state is exp(A * dt summed
     # over every later step of the chunk) = exp(A * (later + after-in-sub-tile)).
@@ -236,12 +243,7 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
     n = tl.arange(0, NP)
     nmask = n < N
     A2, bias, Dv = _channel_params(A_ptr, D_ptr, bias_ptr, c, dmask, n, nmask, N, HAS_D, HAS_BIAS, BD)
-    rows = (b * KD + c).to(tl.int64)
-    drow = rows * L
-    if SHARED_U:
-        urow = (b * Dm + d).to(tl.int64) * L
-    else:
-        urow = drow
+    rows, drow, urow = _channel_rows(b, c, d, KD, Dm, L, SHARED_U)
     brow = ((b * K + k) * N + n).to(tl.int64) * L
     srow = rows[None, :] * NP + n[:, None]  # [NP, BD] rows of the (Bt, KD, NP, chunks) buffers
     smask = nmask[:, None] & dmask[None, :]
@@ -350,12 +352,7 @@ def _bwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
         dmask = d < Dm
         c = k * Dm + d
         A2, bias, Dv = _channel_params(A_ptr, D_ptr, bias_ptr, c, dmask, n, nmask, N, HAS_D, HAS_BIAS, BD)
-        rows = (b * KD + c).to(tl.int64)
-        drow = rows * L
-        if SHARED_U:
-            urow = (b * Dm + d).to(tl.int64) * L
-        else:
-            urow = drow
+        rows, drow, urow = _channel_rows(b, c, d, KD, Dm, L, SHARED_U)
         srow = rows[None, :] * NP + n[:, None]
         smask = nmask[:, None] & dmask[None, :]
         m2 = tmask[:, None] & dmask[None, :]
@@ -441,12 +438,7 @@ def _fwd_lines(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr,
     n = tl.arange(0, NP)
     nmask = n < N
     A2, bias, Dv = _channel_params(A_ptr, D_ptr, bias_ptr, c, dmask, n, nmask, N, HAS_D, HAS_BIAS, BD)
-    rows = (b * KD + c).to(tl.int64)
-    drow = rows * L
-    if SHARED_U:
-        urow = (b * Dm + d).to(tl.int64) * L
-    else:
-        urow = drow
+    rows, drow, urow = _channel_rows(b, c, d, KD, Dm, L, SHARED_U)
     brow = ((b * K + k) * N + n).to(tl.int64) * L
     srow = rows[None, :, None] * NP + n[:, None, None]  # [NP, BD, 1]
     smask = nmask[:, None, None] & dmask[None, :, None] & gmask[None, None, :]
@@ -554,12 +546,7 @@ def _fwd_rows(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, sel_ptr,
         else:
             Dv = 0.0
         bias0 = tl.sum(tl.where(n == 0, bias, 0.0), axis=0)
-        row = (b * KD + c).to(tl.int64)
-        drow = row * L
-        if SHARED_U:
-            urow = (b * Dm + d).to(tl.int64) * L
-        else:
-            urow = drow
+        row, drow, urow = _channel_rows(b, c, d, KD, Dm, L, SHARED_U)
         srow = row * NP + n  # [NP] rows of the (Bt, KD, NP, chunks) buffers
         smask = nmask & live
         if SUMMARY:
@@ -742,12 +729,7 @@ def _bwd_rows(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, sel_ptr, g
                 Dv = tl.sum(tl.where(n == 0, tl.load(D_ptr + c + n * 0), 0.0), axis=0)
             else:
                 Dv = 0.0
-            row = (b * KD + c).to(tl.int64)
-            drow = row * L
-            if SHARED_U:
-                urow = (b * Dm + d).to(tl.int64) * L
-            else:
-                urow = drow
+            row, drow, urow = _channel_rows(b, c, d, KD, Dm, L, SHARED_U)
             srow = row * NP + n
             x = tl.load(delta_ptr + drow + idx, mask=tmask, other=0.0).to(tl.float32) + bias0
             x1 = tl.load(delta_ptr + drow + nxt, mask=next_ok, other=0.0).to(tl.float32) + bias0
