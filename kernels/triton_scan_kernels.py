@@ -112,18 +112,6 @@ def _selected_coords(pid, n_dblk, n_chunks, sel_ptr, n_sel, Dm, BD: tl.constexpr
 
 
 @triton.jit
-def _program_coords(pid, n_dblk, n_chunks, K, Dm, BD: tl.constexpr):
-    dblk = pid % n_dblk
-    rest = pid // n_dblk
-    j = rest % n_chunks
-    bk = rest // n_chunks
-    b = bk // K
-    k = bk % K
-    d = dblk * BD + tl.arange(0, BD)
-    return b, k, j, d
-
-
-@triton.jit
 def _channel_rows(b, c, d, KD, Dm, L, SHARED_U: tl.constexpr):
     """Channel c's row of the (Bt, K*Dm, ...) buffers, its offset in delta / y, and its u row's offset."""
     rows = (b * KD + c).to(tl.int64)
