@@ -61,6 +61,11 @@ def choose(key: Hashable, candidates: Sequence[object], run: Callable[[object], 
     return candidates[best]
 
 
+def chosen(key: Hashable) -> object | None:
+    """The candidate already chosen for ``key``, or None."""
+    return _chosen.get(key)
+
+
 def _default_clock() -> float:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
