@@ -10,8 +10,10 @@ Where the module comes from: ``$DIFFMF_MAMBA_SCAN_MODULE`` (a ``selective_scan_c
 file, or the build folder holding one) if set, else ``import selective_scan_cuda``.
 
 mamba-ssm's kernel cannot read a token order by index, so with ``orders`` the inputs are
-gathered into its layout (one copy each of u, delta, B, C) and y is scattered back;
-autograd goes through those copies. It needs u, delta, B and C in one dtype (fp32, fp16
+copied into its layout (one copy each of u, delta, B, C) and y back into raster order;
+autograd goes through those copies. The four grid directions of ``scan_orders`` are copied
+by triton_orders (one coalesced pass each, measured much faster than torch's gather/scatter),
+other permutations by torch's gather. It needs u, delta, B and C in one dtype (fp32, fp16
 or bf16): mixed inputs are cast to delta's dtype.
 """
 
@@ -29,6 +31,8 @@ import torch
 
 from diffmf_core.ops import check_scan_shapes
 from diffmf_core.ops.scan_reference import gather_orders, scatter_orders
+
+from . import triton_scan
 
 MODULE_ENV = "DIFFMF_MAMBA_SCAN_MODULE"
 MODULE_NAME = "selective_scan_cuda"
@@ -93,16 +97,40 @@ class _MambaScan(torch.autograd.Function):
                 dbias if delta_bias is not None else None, None, None)
 
 
+@functools.cache
+def _triton_copies() -> ModuleType | None:
+    """triton_orders where Triton runs (a CUDA device, or its interpreter), else None."""
+    if triton_scan.unavailable_reason() is not None:
+        return None
+    from . import triton_orders
+
+    return triton_orders
+
+
+def _grid_copies(orders: torch.Tensor, device: torch.device):
+    """(triton_orders, the order) when ``orders`` are grid scans Triton can copy, else None (torch's gather)."""
+    copies = _triton_copies()
+    if copies is None or (device.type != "cuda" and not triton_scan.interpreting()):
+        return None
+    order = triton_scan.describe_orders(orders, device)
+    return (copies, order) if order.mode == triton_scan.MODE_GRID else None
+
+
 def scan_with(ops: ModuleType, u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, orders=None):
     """The backend on a given module (``selective_scan`` passes the loaded one)."""
     check_scan_shapes(u, delta, A, B, C, D, delta_bias, orders, who="mamba scan")
     dtype = delta.dtype if delta.dtype in _FLOATS else torch.float32
     u, delta, B, C = (t.to(dtype) for t in (u, delta, B, C))
-    if orders is not None:
+    grid = _grid_copies(orders, u.device) if orders is not None else None
+    if grid is not None:
+        u, delta, B, C = grid[0].gather(u, delta, B, C, grid[1])
+    elif orders is not None:
         u, delta, B, C = gather_orders(u, delta, B, C, orders)
     params = [None if t is None else t.float().contiguous() for t in (A, D, delta_bias)]
     y = _MambaScan.apply(u.contiguous(), delta.contiguous(), params[0], B.contiguous(), C.contiguous(),
                          params[1], params[2], bool(delta_softplus), ops)
+    if grid is not None:
+        return grid[0].scatter(y, grid[1], B.shape[1])
     return scatter_orders(y, orders) if orders is not None else y
 
 

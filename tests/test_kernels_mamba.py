@@ -9,15 +9,19 @@ machine where the real module loads, the ``gpu`` tests run it against the refere
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 import types
+from pathlib import Path
 
 import pytest
 import torch
 from diffmf_kernels import mamba_scan
 from scan_cases import GPU_CASES, Case, assert_within, check_scan, make_inputs, reference
 
-from diffmf_core.ops import ScanBackendError, resolve_backend
-from diffmf_core.ops.scan_reference import selective_scan_reference
+from diffmf_core.ops import ScanBackendError, resolve_backend, scan_orders
+from diffmf_core.ops.scan_reference import gather_orders, scatter_orders, selective_scan_reference
 
 
 def _standin_module() -> types.SimpleNamespace:
@@ -115,3 +119,74 @@ def test_adapter_runs_under_inference_mode() -> None:
     with torch.inference_mode():
         y = mamba_scan.scan_with(_standin_module(), *xs, case.softplus, orders)
     torch.testing.assert_close(y.double(), reference(xs, orders, case.softplus)[0], rtol=1e-5, atol=1e-6)
+
+
+ORDER_CASES = [  # (h, w, batch, channels, N, directions, shared u, dtype)
+    (5, 70, 2, 3, 4, ("row", "col", "row_rev", "col_rev"), True, "float32"),  # W beyond one tile
+    (33, 3, 1, 2, 1, ("col_rev", "row"), False, "bfloat16"),  # H beyond one tile, a u per direction
+    (1, 9, 1, 2, 3, ("row", "row_rev"), True, "float16"),
+]
+
+
+def _check_grid_copies(h, w, b, dm, N, dirs, shared, dtype, device) -> None:
+    """triton_orders' copies equal torch's gather/scatter, and so do their gradients."""
+    from diffmf_kernels import triton_orders, triton_scan  # needs Triton: not at the top of the module
+
+    g = torch.Generator().manual_seed(1)
+    K, L, dt = len(dirs), h * w, getattr(torch, dtype)
+    orders = scan_orders(h, w, device, dirs)
+    order = triton_scan.describe_orders(orders, torch.device(device))
+    assert order.mode == triton_scan.MODE_GRID
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g).to(device, dt).requires_grad_()
+
+    u, delta, B, C, y = rnd(b, dm if shared else K * dm, L), rnd(b, K * dm, L), rnd(b, K, N, L), rnd(b, K, N, L), \
+        rnd(b, K * dm, L)
+    if shared:
+        want = gather_orders(u, delta, B, C, orders)
+    else:  # torch's way for a u per direction: the delta path (a gather within each direction)
+        want = (gather_orders(u[:, :dm], u, B, C, orders)[1],) + gather_orders(u[:, :dm], delta, B, C, orders)[1:]
+    got = triton_orders.gather(u, delta, B, C, order)
+    outs_want, outs_got = (*want, scatter_orders(y, orders)), (*got, triton_orders.scatter(y, order, K))
+    for w_, g_ in zip(outs_want, outs_got):
+        assert w_.shape == g_.shape and torch.equal(w_, g_)
+    weights = [torch.randn(t.shape, generator=g).to(device) for t in outs_want]
+    grads = [torch.autograd.grad(sum((o.float() * wt).sum() for o, wt in zip(outs, weights)), [u, delta, B, C, y])
+             for outs in (outs_want, outs_got)]
+    tol = 1e-6 if dt == torch.float32 else 2e-2  # the shared u's gradient sums K terms in its dtype
+    for a, c in zip(*grads):
+        torch.testing.assert_close(c.float(), a.float(), rtol=tol, atol=tol)
+
+
+def test_grid_copies_in_the_interpreter_match_torch() -> None:
+    """The Triton copies of the grid orders (and the adapter using them), under TRITON_INTERPRET=1 on CPU."""
+    pytest.importorskip("triton", reason="triton is not installed (the dev extra brings it on Linux x86_64)")
+    script = textwrap.dedent("""
+        import torch, test_kernels_mamba as t
+        from diffmf_kernels import mamba_scan
+        from scan_cases import Case, check_scan
+        assert mamba_scan._grid_copies(t.scan_orders(2, 3, "cpu"), torch.device("cpu")) is not None
+        for case in t.ORDER_CASES:
+            t._check_grid_copies(*case, "cpu")
+        ops = t._standin_module()
+        for dtype in (torch.float32, torch.bfloat16):
+            errors = check_scan(lambda *a: mamba_scan.scan_with(ops, *a).to(a[0].dtype), Case(2, 4, 3, 4, 5, 7, "grid"),
+                                dtype, "cpu")
+            t.assert_within(errors, dtype)
+        print("CHECKED")
+    """)
+    tests_dir = Path(__file__).resolve().parent
+    env = dict(os.environ, TRITON_INTERPRET="1",
+               PYTHONPATH=os.pathsep.join([str(tests_dir), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tests_dir,
+                          timeout=300)
+    assert done.returncode == 0 and "CHECKED" in done.stdout, done.stderr[-3000:]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", ORDER_CASES, ids=str)
+def test_grid_copies_match_torch_on_cuda(case) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    _check_grid_copies(*case, "cuda")
