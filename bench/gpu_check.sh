@@ -12,8 +12,8 @@
 #   tests  pytest -m gpu: Triton kernels and the engine vs the float64 reference (the kernel variants'
 #          own tests last, if time is left)
 #   scan   (its variants compiled first in parallel processes, during the tests)
-#          bench/scan.py at 640x512 bf16: default, every variant in SCAN_VARIANTS (backward too for hybrid / *_bwd),
-#          rows-only and cols-only splits, per-kernel GPU time (torch.profiler); ncu's sections if ncu exists
+#          bench/scan.py at 640x512 bf16: default and every variant in SCAN_VARIANTS, forward and backward,
+#          at SCAN_SIZES (default also the rows-only and cols-only splits, and 320x256), per-kernel GPU time (torch.profiler); ncu's sections if ncu exists
 #   mamba  (after its background build) the mamba backend's gpu tests, and it beside ours in bench/scan.py
 #   model  bench/model.py tiny at 320x256 / 640x512 for the default scan, the fastest scan variant,
 #          each MODEL_VARIANTS entry, and mamba
@@ -34,9 +34,10 @@ MAMBA_BUILD=/tmp/mamba_build
 SCAN_VARIANTS=${SCAN_VARIANTS:-"forward=hybrid,rows_sub=5 forward=hybrid,rows_sub=5,cols_kernel=rows
   forward=hybrid,rows_gt=128,rows_sub=5,rows_warps=4 forward=hybrid,rows_gt=256,rows_sub=3,rows_warps=4
   forward=hybrid,rows_kernel=tiles forward=hybrid,rows_sub=5,bd_lines=4 forward=lines
-  ts_bwd=16,bd_bwd=32,warps_bwd=1 ts=2,sub=128,bd=32,warps=1
+  forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1 ts=2,sub=128,bd=32,warps=1
   carry_rows=8,carry_tile=128 forward=hybrid,rows_sub=5,carry_rows=8,carry_tile=128 forward=auto"}
-MODEL_VARIANTS=${MODEL_VARIANTS:-"forward=auto forward=hybrid,rows_sub=5"}
+SCAN_SIZES=${SCAN_SIZES:-"512x640 512x640:4:64:rows 512x640:4:64:cols 256x320"}
+MODEL_VARIANTS=${MODEL_VARIANTS-"forward=auto forward=hybrid,rows_sub=5"}
 MAX_SECONDS=${MAX_SECONDS:-560}  # one device call may run 600 s: optional steps stop before that
 START=$(date +%s)
 SUMMARY="$OUT/summary.md"
@@ -124,8 +125,8 @@ if want scan; then
   echo "- warm-up compile of the scan variants done at t=$(( $(date +%s) - START )) s" >> "$SUMMARY"
   variant_args=()
   for v in $SCAN_VARIANTS; do variant_args+=(--triton-config "$v"); done
-  step bench_scan 260 $PY bench/scan.py --out "$OUT/scan" --sizes 512x640 512x640:4:64:rows 512x640:4:64:cols \
-    256x320 --dtypes bf16 --repeat 10 --profile "${variant_args[@]}"
+  step bench_scan 260 $PY bench/scan.py --out "$OUT/scan" --sizes $SCAN_SIZES --dtypes bf16 --repeat 10 --profile \
+    "${variant_args[@]}"
   # The model steps below time the fastest correct forward variant of this table too.
   BEST=$($PY - "$OUT/scan/scan_bench.json" <<'PYEOF' 2>/dev/null
 import json, sys
@@ -153,7 +154,7 @@ if want mamba && [ -n "${MAMBA_PID:-}" ]; then
     export DIFFMF_MAMBA_SCAN_MODULE=$MAMBA_BUILD
     fits mamba_tests 60 && step mamba_tests 120 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider tests/test_kernels_mamba.py
     fits bench_scan_mamba 90 && step bench_scan_mamba 150 $PY bench/scan.py --out "$OUT/scan_mamba" --sizes 512x640 256x320 --dtypes bf16 \
-      --mamba-module "$MAMBA_BUILD" --triton-config "forward=hybrid,rows_sub=5"
+      --mamba-module "$MAMBA_BUILD"
   else
     echo "- mamba: build failed (see mamba_build.log)" >> "$SUMMARY"
   fi

@@ -374,8 +374,7 @@ def main(argv=None) -> None:
         dtype = DTYPES[dt_name]
         if name == "sequential" and dt_name != "fp32":
             continue
-        variant = name.startswith("triton[")
-        if variant and (dt_name != "bf16" or (p != problems[0] and p.lines == "all")):
+        if name.startswith("triton[") and (dt_name != "bf16" or (p != problems[0] and p.lines == "all")):
             continue  # tile variants: bf16, at the first size and the rows-only / cols-only splits
         if p.lines != "all" and (dt_name != "bf16" or not name.startswith(("triton", "cpu"))):
             continue  # rows-only / cols-only diagnostics: the native kernels, bf16
@@ -383,9 +382,7 @@ def main(argv=None) -> None:
         # The reference's backward (autograd through L/16 chunk slices) takes minutes at these
         # sizes; the pure-PyTorch baselines are timed once after a warm-up call.
         slow = name in ("reference", "sequential")
-        # variants share the default's backward unless they change it (a *_bwd field, or "hybrid")
-        with_bwd = not args.no_backward and name != "reference" and (not variant or "_bwd" in name
-                                                                       or "hybrid" in name)
+        with_bwd = not args.no_backward and name != "reference"
         row = Row(name, str(p), dt_name)
         try:
             row.fwd_ms, row.bwd_ms, y = backends[name](xs, orders, device, 1 if slow else repeat, with_bwd)

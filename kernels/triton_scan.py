@@ -61,6 +61,10 @@ class ScanConfig:
     lanes) for ``rows_bd`` channels in turn, or "tiles"; column directions by ``cols_kernel``:
     "lines", or "rows" (_fwd_rows along the columns); orders read through a table fall back to
     "tiles". The backward follows: "rows" parts by _bwd_rows, the others by _bwd_output.
+    grad_forward: the variant a forward runs when autograd will need gradients (its plan picks
+    the backward kernels); "same" = ``forward``. Default "hybrid": on an H100 at 640x512 bf16
+    (bench/RESULTS.md) it is 1.5 ms slower forward than "tiles" but its backward is 22 ms faster,
+    36.0 against 58.7 ms. A spec that sets ``forward`` without ``grad_forward`` means both.
     Backward program: ``ts_bwd`` steps, looping over channel blocks of ``bd_bwd``; the
     forward saves the state every ``ts_bwd`` steps for it.
     """
@@ -77,14 +81,15 @@ class ScanConfig:
     ts_bwd: int = 32
     bd_bwd: int = 16
     warps_bwd: int = 2
-    carry_rows: int = 64
-    carry_tile: int = 16
+    carry_rows: int = 8  # 512 programs at 640x512 (64 rows: 64 programs, 98 -> 19 us on an H100)
+    carry_tile: int = 128
     rows_gt: int = 64  # with rows_warps=1: the fewest instructions per element under Triton 3.6 and 3.9
     rows_sub: int = 4
     rows_bd: int = 2
     rows_warps: int = 1
     rows_kernel: str = "rows"
     cols_kernel: str = "lines"
+    grad_forward: str = "hybrid"
 
     def with_spec(self, spec: str) -> ScanConfig:
         """'chunk=256,forward=tiles' -> this config with those fields changed (ValueError naming a bad one)."""
@@ -96,6 +101,8 @@ class ScanConfig:
         unknown = sorted(set(fields) - set(self.__dataclass_fields__))
         if unknown:
             raise ValueError(f"ScanConfig has no field {unknown[0]!r} (spec {spec!r})")
+        if "forward" in fields:
+            fields.setdefault("grad_forward", "same")
         return replace(self, **{k: int(v) if v.lstrip("-").isdigit() else v for k, v in fields.items()})
 
     def __post_init__(self) -> None:
@@ -103,6 +110,9 @@ class ScanConfig:
             raise ValueError(f"ScanConfig.forward must be 'lines', 'tiles', 'hybrid' or 'auto', got {self.forward!r}")
         if self.rows_kernel not in ("rows", "tiles"):
             raise ValueError(f"ScanConfig.rows_kernel must be 'rows' or 'tiles', got {self.rows_kernel!r}")
+        if self.grad_forward not in ("same", "lines", "tiles", "hybrid", "auto"):
+            raise ValueError("ScanConfig.grad_forward must be 'same', 'lines', 'tiles', 'hybrid' or 'auto', "
+                             f"got {self.grad_forward!r}")
         if self.cols_kernel not in ("lines", "rows"):
             raise ValueError(f"ScanConfig.cols_kernel must be 'lines' or 'rows', got {self.cols_kernel!r}")
         if self.chunk < 1 or self.rows_sub < 1:
@@ -281,6 +291,21 @@ def _device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
 
 
+def _even_rows(cfg: ScanConfig, order: TokenOrder, L: int) -> ScanConfig:
+    """"hybrid" with row segments of at most 8 sub-tiles, as even as they come (640 wide: 2 x 5, not 4 + 4 + 2)."""
+    if cfg.forward != "hybrid":
+        return cfg
+    tiles_per_line = _cdiv(order.W if order.mode == MODE_GRID else L, cfg.rows_gt)
+    return replace(cfg, rows_sub=_cdiv(tiles_per_line, _cdiv(tiles_per_line, 8)))
+
+
+def _for_gradients(cfg: ScanConfig, order: TokenOrder, L: int) -> ScanConfig:
+    """The config of a forward whose states the backward will use: ``grad_forward``'s variant."""
+    if cfg.grad_forward in ("same", cfg.forward) or cfg.forward == "auto":  # auto times the backward itself
+        return cfg
+    return _even_rows(replace(cfg, forward=cfg.grad_forward, grad_forward="same"), order, L)
+
+
 def _autotuned(base: ScanConfig, ins: list[torch.Tensor], par: list[torch.Tensor | None], softplus: bool,
                order: TokenOrder, needs_grad: bool) -> ScanConfig:
     """forward=auto: the fastest candidate of triton_autotune.CANDIDATES for this device and problem."""
@@ -293,13 +318,8 @@ def _autotuned(base: ScanConfig, ins: list[torch.Tensor], par: list[torch.Tensor
     chosen = tune.chosen(key)
     if chosen is not None:  # every call after the first for this problem
         return chosen[1]
-    line = order.W if order.mode == MODE_GRID else delta.shape[-1]
-    tiles_per_line = _cdiv(line, base.rows_gt)  # segments of at most 8 sub-tiles, as even as they come
-    rows_sub = _cdiv(tiles_per_line, _cdiv(tiles_per_line, 8))
-    cands = []
-    for spec in tune.CANDIDATES + (tune.BACKWARD_CANDIDATES if needs_grad else ()):
-        cfg = base.with_spec(spec)
-        cands.append((spec, replace(cfg, rows_sub=rows_sub) if cfg.forward == "hybrid" else cfg))
+    cands = [(spec, _even_rows(base.with_spec(spec), order, delta.shape[-1]))
+             for spec in tune.CANDIDATES + (tune.BACKWARD_CANDIDATES if needs_grad else ())]
     if tune.capturing():
         return cands[0][1]
     A = par[0].view(delta.shape[1], N)
@@ -322,6 +342,8 @@ class _TritonScan(torch.autograd.Function):
         ins = [_as_input(t) for t in (u, delta, B, C)]
         par = [_param(t) for t in (A, D, delta_bias)]
         needs_grad = any(ctx.needs_input_grad[:7])
+        if needs_grad:
+            cfg = _for_gradients(cfg, order, L)
         if cfg.forward == "auto":
             cfg = _autotuned(cfg, ins, par, bool(delta_softplus), order, needs_grad)
         y, states = forward(ins[0], ins[1], par[0].view(K * dm, N), ins[2], ins[3], par[1], par[2],

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,8 @@ def test_half_precision_inputs_keep_float32_state(dtype: torch.dtype, case: Case
 
 
 VARIANTS = ["forward=lines", "forward=hybrid", "forward=hybrid,rows_kernel=tiles", "forward=hybrid,cols_kernel=rows",
-            "forward=hybrid,rows_gt=32,rows_sub=3", "forward=auto", "ts_bwd=16,bd_bwd=32,warps_bwd=1"]
+            "forward=hybrid,rows_gt=32,rows_sub=3", "forward=auto", "forward=tiles",
+            "forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1"]
 
 
 @pytest.mark.gpu
@@ -106,7 +108,8 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
         from scan_cases import Case, check_triton
         from diffmf_kernels.triton_scan import ScanConfig
         small = dict(ts=4, sub=4, bd=2, warps=1, ts_bwd=8, bd_bwd=2, warps_bwd=1, carry_rows=8, carry_tile=4,
-                     chunk=4, lines=4, bd_lines=2, warps_lines=1, rows_gt=4, rows_sub=2, rows_bd=2, rows_warps=1)
+                     chunk=4, lines=4, bd_lines=2, warps_lines=1, rows_gt=4, rows_sub=2, rows_bd=2, rows_warps=1,
+                     grad_forward="same")
         tiles, lines, hybrid = (ScanConfig(forward=f, **small) for f in ("tiles", "lines", "hybrid"))
         hybrid_tiles = ScanConfig(forward="hybrid", rows_kernel="tiles", **small)
         all_rows = ScanConfig(forward="hybrid", cols_kernel="rows", **small)
@@ -119,7 +122,9 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
                 (Case(2, 1, 2, 2, 1, 19, "none", softplus=False, with_bias=False), hybrid),
                 (Case(1, 2, 3, 1, 1, 23, "perm"), hybrid),  # no grid: falls back to "tiles"
                 (Case(1, 2, 3, 1, 1, 23, "perm"), None),
-                (Case(2, 1, 2, 2, 1, 19, "none", softplus=False, with_bias=False), None)]
+                (Case(2, 1, 2, 2, 1, 19, "none", softplus=False, with_bias=False), None),
+                # the default split: tiles forward without gradients, hybrid (even row segments) with them
+                (Case(1, 4, 3, 2, 5, 9, "grid"), ScanConfig(**dict(small, grad_forward="hybrid")))]
         from diffmf_kernels import triton_autotune, triton_scan_forward
         triton_autotune.REPEAT = 1
         if int(sys.argv[1]) == 1:  # the kernels' other load layout (FIRST_FAST: Triton < 3.9)
@@ -140,7 +145,7 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
         for errors in json.loads(stdout.split("ERRORS")[1]):
             assert_within(errors, torch.float32)
             checked += 1
-    assert checked == 11
+    assert checked == 12
 
 
 def test_config_overrides_from_environment_and_spec(monkeypatch) -> None:
@@ -156,6 +161,23 @@ def test_config_overrides_from_environment_and_spec(monkeypatch) -> None:
         base.with_spec("forward")
     with pytest.raises(ValueError, match="forward must be"):
         base.with_spec("forward=fast")
+    with pytest.raises(ValueError, match="grad_forward must be"):
+        base.with_spec("grad_forward=fast")
+
+
+def test_gradients_run_the_grad_forward_variant() -> None:
+    """Default: "tiles" without gradients; with them "hybrid", its rows cut into even segments."""
+    base = triton_scan.default_config(16, 64, 512 * 640)
+    assert (base.forward, base.grad_forward) == ("tiles", "hybrid")
+    grid = triton_scan.describe_orders(scan_orders(512, 640), torch.device("cpu"))
+    train = triton_scan._for_gradients(base, grid, 512 * 640)
+    assert (train.forward, train.grad_forward, train.rows_sub) == ("hybrid", "same", 5)  # 10 tiles of 64: 2 x 5
+    # a spec that names the forward means it for both, unless it names grad_forward too
+    assert base.with_spec("forward=lines").grad_forward == "same"
+    assert triton_scan._for_gradients(base.with_spec("forward=lines"), grid, 512 * 640).forward == "lines"
+    assert base.with_spec("forward=lines,grad_forward=tiles").grad_forward == "tiles"
+    auto = replace(base, forward="auto")  # the autotune times the backward itself
+    assert triton_scan._for_gradients(auto, grid, 512 * 640) is auto
 
 
 def test_autotune_picks_the_fastest_candidate_once_and_skips_failures(caplog) -> None:
