@@ -182,11 +182,10 @@ if want tests && fits gpu_variant_tests 120; then
     tests/test_kernels_triton.py
 fi
 
-if [ -n "${NCU:-}" ] && fits ncu 120; then
-  step ncu 120 ncu --target-processes all --kernel-name regex:_fwd_ --launch-count 12 \
+if [ -n "${NCU:-}" ] && fits ncu 60; then  # the default forward's two kernels, after their warm-up launches
+  step ncu 100 ncu --target-processes all --kernel-name regex:_fwd_ --launch-skip 4 --launch-count 2 \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
-    $PY bench/scan.py --out "$OUT/ncu_scan" --sizes 512x640 --dtypes bf16 --repeat 1 --no-backward \
-    --triton-config "forward=hybrid,rows_sub=5"
+    $PY bench/scan.py --out "$OUT/ncu_scan" --sizes 512x640 --dtypes bf16 --repeat 1 --no-backward
 fi
 
 if want node && fits bench_node 90; then
