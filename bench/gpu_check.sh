@@ -183,7 +183,7 @@ if want tests && fits gpu_variant_tests 120; then
 fi
 
 if [ -n "${NCU:-}" ] && fits ncu 60; then  # the default forward's two kernels, after their warm-up launches
-  step ncu 100 ncu --target-processes all --kernel-name regex:_fwd_ --launch-skip 4 --launch-count 2 \
+  step ncu 100 ncu --target-processes all --kernel-name regex:_fwd_ --launch-skip 2 --launch-count 2 \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
     $PY bench/scan.py --out "$OUT/ncu_scan" --sizes 512x640 --dtypes bf16 --repeat 1 --no-backward
 fi
