@@ -65,6 +65,11 @@ class ScanConfig:
     the backward kernels); "same" = ``forward``. Default "hybrid": on an H100 at 640x512 bf16
     (bench/RESULTS.md) it is 1.5 ms slower forward than "tiles" but its backward is 22 ms faster,
     36.0 against 58.7 ms. A spec that sets ``forward`` without ``grad_forward`` means both.
+    "reorder": copy u, delta, B, C into scan order (triton_orders, one coalesced pass each; for
+    grid orders), run every direction by the rows kernels as one contiguous line, copy y back;
+    autograd goes through the copies. On the H100 the pieces measured 5.0 + 1.5 ms forward and
+    12.3 + 1.3 ms backward (rows kernels on row directions; the copies around mamba-ssm), against
+    5.5 / 36.8 ms for "hybrid"; the whole has not been timed yet, so it is not the default.
     Backward program: ``ts_bwd`` steps, looping over channel blocks of ``bd_bwd``; the
     forward saves the state every ``ts_bwd`` steps for it.
     """
@@ -110,9 +115,9 @@ class ScanConfig:
             raise ValueError(f"ScanConfig.forward must be 'lines', 'tiles', 'hybrid' or 'auto', got {self.forward!r}")
         if self.rows_kernel not in ("rows", "tiles"):
             raise ValueError(f"ScanConfig.rows_kernel must be 'rows' or 'tiles', got {self.rows_kernel!r}")
-        if self.grad_forward not in ("same", "lines", "tiles", "hybrid", "auto"):
-            raise ValueError("ScanConfig.grad_forward must be 'same', 'lines', 'tiles', 'hybrid' or 'auto', "
-                             f"got {self.grad_forward!r}")
+        if self.grad_forward not in ("same", "lines", "tiles", "hybrid", "auto", "reorder"):
+            raise ValueError("ScanConfig.grad_forward must be 'same', 'lines', 'tiles', 'hybrid', 'auto' or "
+                             f"'reorder', got {self.grad_forward!r}")
         if self.cols_kernel not in ("lines", "rows"):
             raise ValueError(f"ScanConfig.cols_kernel must be 'lines' or 'rows', got {self.cols_kernel!r}")
         if self.chunk < 1 or self.rows_sub < 1:
@@ -303,7 +308,9 @@ def _for_gradients(cfg: ScanConfig, order: TokenOrder, L: int) -> ScanConfig:
     """The config of a forward whose states the backward will use: ``grad_forward``'s variant."""
     if cfg.grad_forward in ("same", cfg.forward) or cfg.forward == "auto":  # auto times the backward itself
         return cfg
-    return _even_rows(replace(cfg, forward=cfg.grad_forward, grad_forward="same"), order, L)
+    # "reorder" reaches here only for orders it does not copy (identity, tables): "hybrid" then
+    target = "hybrid" if cfg.grad_forward == "reorder" else cfg.grad_forward
+    return _even_rows(replace(cfg, forward=target, grad_forward="same"), order, L)
 
 
 def _autotuned(base: ScanConfig, ins: list[torch.Tensor], par: list[torch.Tensor | None], softplus: bool,
@@ -369,4 +376,22 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
                    delta_softplus: bool = True, orders: torch.Tensor | None = None,
                    config: ScanConfig | None = None) -> torch.Tensor:
     """Same contract as :func:`diffmf_core.ops.scan_reference.selective_scan_reference`; CUDA tensors."""
+    if orders is not None and torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (u, delta, A, B, C, D, delta_bias)):
+        bt, K, dm, N, L = _check(u, delta, A, B, C, D, delta_bias, orders)
+        cfg = config or config_for(N, dm, L)
+        if cfg.grad_forward == "reorder" and cfg.forward != "auto":
+            order = describe_orders(orders, u.device)
+            if order.mode == MODE_GRID:
+                return _reordered(u, delta, A, B, C, D, delta_bias, delta_softplus, order, cfg)
     return _TritonScan.apply(u, delta, A, B, C, D, delta_bias, orders, delta_softplus, config)
+
+
+def _reordered(u, delta, A, B, C, D, delta_bias, delta_softplus, order: TokenOrder, cfg: ScanConfig) -> torch.Tensor:
+    """grad_forward="reorder": the scan on inputs copied into scan order, every direction one line."""
+    from . import triton_orders
+
+    us, ds, bs, cs = triton_orders.gather(u, delta, B, C, order)
+    lines = _even_rows(replace(cfg, forward="hybrid", grad_forward="same"), TokenOrder(MODE_IDENTITY), ds.shape[-1])
+    y = _TritonScan.apply(us, ds, A, bs, cs, D, delta_bias, None, delta_softplus, lines)
+    return triton_orders.scatter(y, order, B.shape[1])

@@ -47,7 +47,7 @@ def test_half_precision_inputs_keep_float32_state(dtype: torch.dtype, case: Case
 
 VARIANTS = ["forward=lines", "forward=hybrid", "forward=hybrid,rows_kernel=tiles", "forward=hybrid,cols_kernel=rows",
             "forward=hybrid,rows_gt=32,rows_sub=3", "forward=auto", "forward=tiles",
-            "forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1"]
+            "forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1", "grad_forward=reorder"]
 
 
 @pytest.mark.gpu
@@ -124,7 +124,10 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
                 (Case(1, 2, 3, 1, 1, 23, "perm"), None),
                 (Case(2, 1, 2, 2, 1, 19, "none", softplus=False, with_bias=False), None),
                 # the default split: tiles forward without gradients, hybrid (even row segments) with them
-                (Case(1, 4, 3, 2, 5, 9, "grid"), ScanConfig(**dict(small, grad_forward="hybrid")))]
+                (Case(1, 4, 3, 2, 5, 9, "grid"), ScanConfig(**dict(small, grad_forward="hybrid"))),
+                # gradients through inputs copied into scan order (one line per direction)
+                (Case(2, 4, 3, 2, 5, 9, "grid"), ScanConfig(**dict(small, grad_forward="reorder"))),
+                (Case(1, 2, 3, 1, 1, 23, "perm"), ScanConfig(**dict(small, grad_forward="reorder")))]
         from diffmf_kernels import triton_autotune, triton_scan_forward
         triton_autotune.REPEAT = 1
         if int(sys.argv[1]) == 1:  # the kernels' other load layout (FIRST_FAST: Triton < 3.9)
@@ -145,7 +148,7 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
         for errors in json.loads(stdout.split("ERRORS")[1]):
             assert_within(errors, torch.float32)
             checked += 1
-    assert checked == 12
+    assert checked == 14
 
 
 def test_config_overrides_from_environment_and_spec(monkeypatch) -> None:
@@ -176,6 +179,8 @@ def test_gradients_run_the_grad_forward_variant() -> None:
     assert base.with_spec("forward=lines").grad_forward == "same"
     assert triton_scan._for_gradients(base.with_spec("forward=lines"), grid, 512 * 640).forward == "lines"
     assert base.with_spec("forward=lines,grad_forward=tiles").grad_forward == "tiles"
+    reorder = base.with_spec("grad_forward=reorder")  # inside the kernels' Function (no grid order): hybrid
+    assert triton_scan._for_gradients(reorder, grid, 512 * 640).forward == "hybrid"
     auto = replace(base, forward="auto")  # the autotune times the backward itself
     assert triton_scan._for_gradients(auto, grid, 512 * 640) is auto
 
