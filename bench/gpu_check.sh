@@ -30,14 +30,12 @@ STEPS=" ${STEPS:-tests scan mamba model} "
 TRAIN_MINUTES=${TRAIN_MINUTES:-3.5}
 MAMBA_SRC=.gpu/mamba_ssm-2.3.2.post1
 MAMBA_BUILD=/tmp/mamba_build
-# Forward variants (ScanConfig overrides on the problem's default) timed beside the default.
-SCAN_VARIANTS=${SCAN_VARIANTS:-"forward=hybrid,rows_sub=5 forward=hybrid,rows_sub=5,cols_kernel=rows
-  forward=hybrid,rows_gt=128,rows_sub=5,rows_warps=4 forward=hybrid,rows_gt=256,rows_sub=3,rows_warps=4
-  forward=hybrid,rows_kernel=tiles forward=hybrid,rows_sub=5,bd_lines=4 forward=lines
-  forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1 ts=2,sub=128,bd=32,warps=1
-  carry_rows=8,carry_tile=128 forward=hybrid,rows_sub=5,carry_rows=8,carry_tile=128 forward=auto"}
+# Variants (ScanConfig overrides on the problem's default) timed beside the default, forward and
+# backward; the first lease of 2026-11-26 17:29Z swept the forward ones (bench/RESULTS.md).
+SCAN_VARIANTS=${SCAN_VARIANTS:-"grad_forward=reorder grad_forward=reorder,rows_bd=4 forward=tiles
+  forward=hybrid,cols_kernel=rows forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1"}
 SCAN_SIZES=${SCAN_SIZES:-"512x640 512x640:4:64:rows 512x640:4:64:cols 256x320"}
-MODEL_VARIANTS=${MODEL_VARIANTS-"forward=auto forward=hybrid,rows_sub=5"}
+MODEL_VARIANTS=${MODEL_VARIANTS-""}  # the sweep's fastest forward is added; forward=auto took over 60 s to compile
 MAX_SECONDS=${MAX_SECONDS:-560}  # one device call may run 600 s: optional steps stop before that
 START=$(date +%s)
 SUMMARY="$OUT/summary.md"

@@ -297,11 +297,14 @@ def _device_name(device: torch.device) -> str:
 
 
 def _even_rows(cfg: ScanConfig, order: TokenOrder, L: int) -> ScanConfig:
-    """"hybrid" with row segments of at most 8 sub-tiles, as even as they come (640 wide: 2 x 5, not 4 + 4 + 2)."""
+    """"hybrid" with row segments of at most 8 sub-tiles, as even as they come (640 wide: 2 x 5, not 4 + 4 + 2),
+    and sub-tiles no longer than a row (32-token rows of a 128-pixel training crop: 32, not 64 half masked)."""
     if cfg.forward != "hybrid":
         return cfg
-    tiles_per_line = _cdiv(order.W if order.mode == MODE_GRID else L, cfg.rows_gt)
-    return replace(cfg, rows_sub=_cdiv(tiles_per_line, _cdiv(tiles_per_line, 8)))
+    line = order.W if order.mode == MODE_GRID else L
+    gt = min(cfg.rows_gt, max(16, _pow2(line)))
+    tiles_per_line = _cdiv(line, gt)
+    return replace(cfg, rows_gt=gt, rows_sub=_cdiv(tiles_per_line, _cdiv(tiles_per_line, 8)))
 
 
 def _for_gradients(cfg: ScanConfig, order: TokenOrder, L: int) -> ScanConfig:

@@ -175,6 +175,9 @@ def test_gradients_run_the_grad_forward_variant() -> None:
     grid = triton_scan.describe_orders(scan_orders(512, 640), torch.device("cpu"))
     train = triton_scan._for_gradients(base, grid, 512 * 640)
     assert (train.forward, train.grad_forward, train.rows_sub) == ("hybrid", "same", 5)  # 10 tiles of 64: 2 x 5
+    crop = triton_scan.describe_orders(scan_orders(32, 32), torch.device("cpu"))  # a 128-pixel crop at stride 4
+    small_map = triton_scan._for_gradients(base, crop, 1024)
+    assert (small_map.rows_gt, small_map.rows_sub) == (32, 1)
     # a spec that names the forward means it for both, unless it names grad_forward too
     assert base.with_spec("forward=lines").grad_forward == "same"
     assert triton_scan._for_gradients(base.with_spec("forward=lines"), grid, 512 * 640).forward == "lines"
