@@ -11,6 +11,8 @@ Here a program copies one TY x TX tile of the H x W map for one (batch, directio
 It branches on the direction once, so that in each branch the loads and stores are seen to
 be contiguous (along x in raster order, along y in a column scan), and Triton transposes the
 column directions' tiles on chip. Orders that are not grid scans keep torch's gather.
+The Triton scan's ``grad_forward="reorder"`` uses the same copies to give its rows kernels
+contiguous lines in every direction.
 """
 
 from __future__ import annotations
