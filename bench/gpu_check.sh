@@ -35,7 +35,7 @@ MAMBA_BUILD=/tmp/mamba_build
 SCAN_VARIANTS=${SCAN_VARIANTS:-"grad_forward=reorder grad_forward=reorder,rows_bd=4 forward=tiles
   forward=hybrid,cols_kernel=rows forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1"}
 SCAN_SIZES=${SCAN_SIZES:-"512x640 512x640:4:64:rows 512x640:4:64:cols 256x320"}
-MODEL_VARIANTS=${MODEL_VARIANTS-""}  # the sweep's fastest forward is added; forward=auto took over 60 s to compile
+MODEL_VARIANTS=${MODEL_VARIANTS-"sub=16"}  # + the sweep's fastest forward; forward=auto took over 60 s to compile
 MAX_SECONDS=${MAX_SECONDS:-560}  # one device call may run 600 s: optional steps stop before that
 START=$(date +%s)
 SUMMARY="$OUT/summary.md"
@@ -138,6 +138,10 @@ PYEOF
     echo "- fastest correct scan variant at 640x512: $BEST" >> "$SUMMARY"
     [[ " $MODEL_VARIANTS " == *" $BEST "* ]] || MODEL_VARIANTS="$BEST $MODEL_VARIANTS"
   fi
+  # The tiny model scans 160x128-token maps at 640x512 (and smaller): there the default 256-step
+  # chunks leave ~300 programs for 132 SMs. Shorter chunks, timed on that size:
+  fits bench_scan_small 40 && step bench_scan_small 60 $PY bench/scan.py --out "$OUT/scan_small" --sizes 128x160 \
+    64x80 --dtypes bf16 --repeat 20 --triton-config sub=16 --triton-config sub=32
   if ! command -v ncu > /dev/null; then
     echo "- ncu: not on this machine" >> "$SUMMARY"
   else
@@ -201,7 +205,8 @@ if want train && fits train $(python3 -c "print(int($TRAIN_MINUTES * 60 + 60))")
   cp /tmp/train/DIFFMF_tiny_shared/train.log "$OUT/train_full.log" 2>/dev/null
 fi
 
-for f in "$OUT"/scan/scan_bench.md "$OUT"/scan_mamba/scan_bench.md "$OUT"/model_*/model.md; do
+for f in "$OUT"/scan/scan_bench.md "$OUT"/scan_small/scan_bench.md "$OUT"/scan_mamba/scan_bench.md \
+  "$OUT"/model_*/model.md; do
   [ -f "$f" ] && { echo; echo "## $f"; cat "$f"; } >> "$SUMMARY"
 done
 echo "total $(( $(date +%s) - START )) s" | tee -a "$SUMMARY"
