@@ -126,8 +126,7 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
                 # the default split: tiles forward without gradients, hybrid (even row segments) with them
                 (Case(1, 4, 3, 2, 5, 9, "grid"), ScanConfig(**dict(small, grad_forward="hybrid"))),
                 # gradients through inputs copied into scan order (one line per direction)
-                (Case(2, 4, 3, 2, 5, 9, "grid"), ScanConfig(**dict(small, grad_forward="reorder"))),
-                (Case(1, 2, 3, 1, 1, 23, "perm"), ScanConfig(**dict(small, grad_forward="reorder")))]
+                (Case(2, 4, 3, 2, 5, 9, "grid"), ScanConfig(**dict(small, grad_forward="reorder")))]
         from diffmf_kernels import triton_autotune, triton_scan_forward
         triton_autotune.REPEAT = 1
         if int(sys.argv[1]) == 1:  # the kernels' other load layout (FIRST_FAST: Triton < 3.9)
@@ -148,7 +147,7 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
         for errors in json.loads(stdout.split("ERRORS")[1]):
             assert_within(errors, torch.float32)
             checked += 1
-    assert checked == 14
+    assert checked == 13
 
 
 def test_config_overrides_from_environment_and_spec(monkeypatch) -> None:
