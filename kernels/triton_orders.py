@@ -37,12 +37,14 @@ def _move(src, dst, raster_base, scan_base, raster, t, mask, TO_SCAN: tl.constex
 
 
 @triton.jit
-def _grid_copy(src, dst, codes, H, W, L, CH, K, KS, n_tx, TO_SCAN: tl.constexpr, TY: tl.constexpr,
+def _grid_copy(src, dst, codes, H, W, L, CH, K, KS, n_tx, n_tiles, TO_SCAN: tl.constexpr, TY: tl.constexpr,
                TX: tl.constexpr):
-    # Program (row, tile): row = (batch, direction k, channel) of the scan-order tensor; the raster
-    # side is direction k % KS of the same batch and channel (KS = 1: one raster map for all k).
-    row = tl.program_id(0)
-    tile = tl.program_id(1)
+    # Program (row, tile), one grid axis (the others stop at 65535): row = (batch, direction k,
+    # channel) of the scan-order tensor; the raster side is direction k % KS of the same batch and
+    # channel (KS = 1: one raster map for all k).
+    pid = tl.program_id(0)
+    row = pid // n_tiles
+    tile = pid % n_tiles
     c = row % CH
     k = (row // CH) % K
     b = row // (CH * K)
@@ -68,9 +70,9 @@ def _launch(x: torch.Tensor, order: TokenOrder, K: int, ch: int, to_scan: bool) 
     b, kc, L = x.shape
     n_tx = triton.cdiv(order.W, TX)
     out = torch.empty(b, K * ch, L, dtype=x.dtype, device=x.device)
-    grid = (b * K * ch, triton.cdiv(order.H, TY) * n_tx)
-    _grid_copy[grid](x.contiguous(), out, order.table, order.H, order.W, L, ch, K, kc // ch, n_tx,
-                     TO_SCAN=to_scan, TY=TY, TX=TX, num_warps=WARPS)
+    n_tiles = triton.cdiv(order.H, TY) * n_tx
+    _grid_copy[(b * K * ch * n_tiles,)](x.contiguous(), out, order.table, order.H, order.W, L, ch, K, kc // ch,
+                                        n_tx, n_tiles, TO_SCAN=to_scan, TY=TY, TX=TX, num_warps=WARPS)
     return out
 
 

@@ -64,7 +64,7 @@ class ScanConfig:
     grad_forward: the variant a forward runs when autograd will need gradients (its plan picks
     the backward kernels); "same" = ``forward``. Default "hybrid": on an H100 at 640x512 bf16
     (bench/RESULTS.md) it is 1.5 ms slower forward than "tiles" but its backward is 22 ms faster,
-    36.0 against 58.7 ms. A spec that sets ``forward`` without ``grad_forward`` means both.
+    36.8 against 58.7 ms. A spec that sets ``forward`` without ``grad_forward`` means both.
     "reorder": copy u, delta, B, C into scan order (triton_orders, one coalesced pass each; for
     grid orders), run every direction by the rows kernels as one contiguous line, copy y back;
     autograd goes through the copies. On the H100 the pieces measured 5.0 + 1.5 ms forward and
