@@ -145,8 +145,15 @@ PYEOF
   if ! command -v ncu > /dev/null; then
     echo "- ncu: not on this machine" >> "$SUMMARY"
   else
-    NCU=1  # runs last, if time is left
+    NCU=1
   fi
+fi
+
+# Nsight Compute while the peer kernel still compiles on the CPU cores (it needs the GPU alone).
+if [ -n "${NCU:-}" ] && fits ncu 60; then  # the default forward's two kernels, after their warm-up launches
+  step ncu 100 ncu --target-processes all --kernel-name regex:_fwd_ --launch-skip 2 --launch-count 2 \
+    --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
+    $PY bench/scan.py --out "$OUT/ncu_scan" --sizes 512x640 --dtypes bf16 --repeat 1 --no-backward
 fi
 
 if want mamba && [ -n "${MAMBA_PID:-}" ]; then
@@ -184,11 +191,6 @@ if want tests && fits gpu_variant_tests 120; then
     tests/test_kernels_triton.py
 fi
 
-if [ -n "${NCU:-}" ] && fits ncu 60; then  # the default forward's two kernels, after their warm-up launches
-  step ncu 100 ncu --target-processes all --kernel-name regex:_fwd_ --launch-skip 2 --launch-count 2 \
-    --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
-    $PY bench/scan.py --out "$OUT/ncu_scan" --sizes 512x640 --dtypes bf16 --repeat 1 --no-backward
-fi
 
 if want node && fits bench_node 90; then
   step bench_node 90 $PY bench/node_latency.py --out "$OUT/node" --frames 60 --seconds 3
