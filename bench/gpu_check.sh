@@ -33,7 +33,7 @@ MAMBA_BUILD=/tmp/mamba_build
 # Variants (ScanConfig overrides on the problem's default) timed beside the default, forward and
 # backward; the first lease of 2026-11-26 17:29Z swept the forward ones (bench/RESULTS.md).
 SCAN_VARIANTS=${SCAN_VARIANTS:-"grad_forward=reorder grad_forward=reorder,rows_bd=4 forward=tiles
-  forward=hybrid,cols_kernel=rows forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1"}
+  forward=hybrid,cols_kernel=rows forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1 ts=1,sub=256 ts=8,sub=32"}
 SCAN_SIZES=${SCAN_SIZES:-"512x640 512x640:4:64:rows 512x640:4:64:cols 256x320"}
 MODEL_VARIANTS=${MODEL_VARIANTS-"sub=16"}  # + the sweep's fastest forward; forward=auto took over 60 s to compile
 MAX_SECONDS=${MAX_SECONDS:-560}  # one device call may run 600 s: optional steps stop before that
