@@ -9,8 +9,8 @@
 #   .gpu/mamba_ssm-2.3.2.post1/  mamba-ssm's sdist with csrc/selective_scan (the peer kernel, built here)
 #   .gpu/train_data/             the training split, packed by bench/pack_train_data.py (step train only)
 # Steps, in order (each time-boxed and logged; a failing step never stops the next one):
-#   tests  pytest -m gpu: Triton kernels and the engine vs the float64 reference (the kernel variants'
-#          own tests last, if time is left)
+#   tests  pytest -m gpu: Triton kernels and the engine vs the float64 reference, grad_forward=reorder
+#          included (the other kernel variants' own tests last, if time is left)
 #   scan   (its variants compiled first in parallel processes, during the tests)
 #          bench/scan.py at 640x512 bf16: default and every variant in SCAN_VARIANTS, forward and backward,
 #          at SCAN_SIZES (default also the rows-only and cols-only splits, and 320x256), per-kernel GPU time (torch.profiler); ncu's sections if ncu exists
@@ -114,7 +114,7 @@ if want scan; then
 fi
 
 if want tests; then  # the kernel variants' own tests run at the end, when time is left
-  step gpu_tests 150 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider -k "not variants" \
+  step gpu_tests 150 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider -k "not variants or reorder" \
     tests/test_kernels_triton.py tests/test_engine.py
 fi
 
