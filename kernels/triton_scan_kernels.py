@@ -112,6 +112,23 @@ def _selected_coords(pid, n_dblk, n_chunks, sel_ptr, n_sel, Dm, BD: tl.constexpr
 
 
 @triton.jit
+def _segment_coords(rest, n_seg, NL, sel_ptr, n_sel, REV: tl.constexpr):
+    """(batch, direction, line, segment, chunk id in scan order) of a rows-kernel program; ``rest`` = its
+    program id without the channel-block part. A line is an image row, or a column for a column direction."""
+    seg = rest % n_seg
+    rest = rest // n_seg
+    ln = rest % NL
+    bk = rest // NL
+    b = bk // n_sel
+    k = tl.load(sel_ptr + bk % n_sel)
+    if REV:
+        j = (NL - 1 - ln) * n_seg + (n_seg - 1 - seg)
+    else:
+        j = ln * n_seg + seg
+    return b, k, ln, seg, j
+
+
+@triton.jit
 def _channel_rows(b, c, d, KD, Dm, L, SHARED_U: tl.constexpr):
     """Channel c's row of the (Bt, K*Dm, ...) buffers, its offset in delta / y, and its u row's offset."""
     rows = (b * KD + c).to(tl.int64)
@@ -500,18 +517,8 @@ def _fwd_rows(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, sel_ptr,
     """
     pid = tl.program_id(0)
     dblk = pid % n_dblk
-    rest = pid // n_dblk
-    seg = rest % n_seg
-    rest = rest // n_seg
-    ln = rest % NL  # the line (image row, or column for a column direction)
-    bk = rest // NL
-    b = bk // n_sel
-    k = tl.load(sel_ptr + bk % n_sel)
+    b, k, ln, seg, j = _segment_coords(pid // n_dblk, n_seg, NL, sel_ptr, n_sel, REV)
     KD = K * Dm
-    if REV:
-        j = (NL - 1 - ln) * n_seg + (n_seg - 1 - seg)  # chunk id in scan order
-    else:
-        j = ln * n_seg + seg
     n = tl.arange(0, NP)
     nmask = n < N
     lane = tl.arange(0, GT)
@@ -593,17 +600,7 @@ def _bwd_rows_summary(delta_ptr, A_ptr, C_ptr, bias_ptr, sel_ptr, gy_ptr, gsum_p
                       REV: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     pid = tl.program_id(0)
     dblk = pid % n_dblk
-    rest = pid // n_dblk
-    seg = rest % n_seg
-    rest = rest // n_seg
-    ln = rest % NL  # the line (image row, or column for a column direction)
-    bk = rest // NL
-    b = bk // n_sel
-    k = tl.load(sel_ptr + bk % n_sel)
-    if REV:
-        j = (NL - 1 - ln) * n_seg + (n_seg - 1 - seg)
-    else:
-        j = ln * n_seg + seg
+    b, k, ln, seg, j = _segment_coords(pid // n_dblk, n_seg, NL, sel_ptr, n_sel, REV)
     n = tl.arange(0, NP)
     nmask = n < N
     lane = tl.arange(0, GT)
@@ -659,20 +656,12 @@ def _bwd_rows(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, sel_ptr, g
     tl.where), so no thread reads what another wrote to global memory in the same launch.
     gA/gD/gbias: per-(segment, channel) partials (Bt, n_chunks, K*Dm[, NP]) summed on the host.
     """
-    pid = tl.program_id(0)
-    seg = pid % n_seg
-    rest = pid // n_seg
-    ln = rest % NL  # the line (image row, or column for a column direction)
-    bk = rest // NL
-    b = bk // n_sel
-    k = tl.load(sel_ptr + bk % n_sel)
+    b, k, ln, seg, j = _segment_coords(tl.program_id(0), n_seg, NL, sel_ptr, n_sel, REV)
     KD = K * Dm
     if REV:
-        j = (NL - 1 - ln) * n_seg + (n_seg - 1 - seg)
         first = tl.arange(0, GT) == GT - 1  # the first scan step of a sub-tile (memory order is reversed)
         last = tl.arange(0, GT) == 0
     else:
-        j = ln * n_seg + seg
         first = tl.arange(0, GT) == 0
         last = tl.arange(0, GT) == GT - 1
     n = tl.arange(0, NP)
