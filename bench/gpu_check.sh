@@ -35,7 +35,9 @@ MAMBA_BUILD=/tmp/mamba_build
 SCAN_VARIANTS=${SCAN_VARIANTS:-"grad_forward=reorder grad_forward=reorder,rows_bd=4 forward=tiles
   forward=hybrid,cols_kernel=rows forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1 ts=1,sub=256 ts=8,sub=32"}
 SCAN_SIZES=${SCAN_SIZES:-"512x640 512x640:4:64:rows 512x640:4:64:cols 256x320"}
-MODEL_VARIANTS=${MODEL_VARIANTS-"sub=16"}  # + the sweep's fastest forward; forward=auto took over 60 s to compile
+SCAN_SMALL=${SCAN_SMALL-"128x160 64x80"}  # the tiny model's map sizes at 640x512; empty: skip
+NCU=${NCU-1}  # Nsight Compute on the default forward (when ncu exists); 0: skip
+MODEL_VARIANTS=${MODEL_VARIANTS-"sub=8 sub=16"}  # + the sweep's fastest forward; forward=auto took over 60 s to compile
 MAX_SECONDS=${MAX_SECONDS:-560}  # one device call may run 600 s: optional steps stop before that
 START=$(date +%s)
 SUMMARY="$OUT/summary.md"
@@ -140,17 +142,16 @@ PYEOF
   fi
   # The tiny model scans 160x128-token maps at 640x512 (and smaller): there the default 256-step
   # chunks leave ~300 programs for 132 SMs. Shorter chunks, timed on that size:
-  fits bench_scan_small 40 && step bench_scan_small 60 $PY bench/scan.py --out "$OUT/scan_small" --sizes 128x160 \
-    64x80 --dtypes bf16 --repeat 20 --triton-config sub=16 --triton-config sub=32
-  if ! command -v ncu > /dev/null; then
+  [ -n "$SCAN_SMALL" ] && fits bench_scan_small 40 && step bench_scan_small 60 $PY bench/scan.py \
+    --out "$OUT/scan_small" --sizes $SCAN_SMALL --dtypes bf16 --repeat 20 --triton-config sub=16 --triton-config sub=32
+  if [ "$NCU" = 1 ] && ! command -v ncu > /dev/null; then
     echo "- ncu: not on this machine" >> "$SUMMARY"
-  else
-    NCU=1
+    NCU=0
   fi
 fi
 
 # Nsight Compute while the peer kernel still compiles on the CPU cores (it needs the GPU alone).
-if [ -n "${NCU:-}" ] && fits ncu 60; then  # the default forward's two kernels, after their warm-up launches
+if want scan && [ "$NCU" = 1 ] && fits ncu 60; then  # the default forward's two kernels, after their warm-up launches
   step ncu 100 ncu --target-processes all --kernel-name regex:_fwd_ --launch-skip 2 --launch-count 2 \
     --section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis \
     $PY bench/scan.py --out "$OUT/ncu_scan" --sizes 512x640 --dtypes bf16 --repeat 1 --no-backward

@@ -220,7 +220,8 @@ def _config(scan_args, spec: str):
 
     u, delta, A = scan_args[:3]
     N, L = A.shape[1], delta.shape[-1]
-    return triton_scan.config_for(N, delta.shape[1] // scan_args[3].shape[1], L, spec)
+    batch, K = scan_args[3].shape[:2]
+    return triton_scan.config_for(N, delta.shape[1] // K, L, spec, lines=batch * K)
 
 
 def backends_for(device: str, args) -> dict[str, Callable]:

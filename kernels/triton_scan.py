@@ -62,14 +62,12 @@ class ScanConfig:
     "lines", or "rows" (_fwd_rows along the columns); orders read through a table fall back to
     "tiles". The backward follows: "rows" parts by _bwd_rows, the others by _bwd_output.
     grad_forward: the variant a forward runs when autograd will need gradients (its plan picks
-    the backward kernels); "same" = ``forward``. Default "hybrid": on an H100 at 640x512 bf16
-    (bench/RESULTS.md) it is 1.5 ms slower forward than "tiles" but its backward is 22 ms faster,
-    36.8 against 58.7 ms. A spec that sets ``forward`` without ``grad_forward`` means both.
-    "reorder": copy u, delta, B, C into scan order (triton_orders, one coalesced pass each; for
-    grid orders), run every direction by the rows kernels as one contiguous line, copy y back;
-    autograd goes through the copies. On the H100 the pieces measured 5.0 + 1.5 ms forward and
-    12.3 + 1.3 ms backward (rows kernels on row directions; the copies around mamba-ssm), against
-    5.5 / 36.8 ms for "hybrid"; the whole has not been timed yet, so it is not the default.
+    the backward kernels); "same" = ``forward``. A spec that sets ``forward`` without ``grad_forward``
+    means both. Default "reorder": copy u, delta, B, C into scan order (triton_orders, one coalesced
+    pass each; for grid orders, else "hybrid"), run every direction by the rows kernels as one
+    contiguous line, copy y back; autograd goes through the copies. On an H100 at 640x512 bf16
+    (bench/RESULTS.md, 2026-11-26 18:48Z) its backward took 14.3 ms against 36.4 for "hybrid" and
+    57.5 for "tiles", bit-identical forward output.
     Backward program: ``ts_bwd`` steps, looping over channel blocks of ``bd_bwd``; the
     forward saves the state every ``ts_bwd`` steps for it.
     """
@@ -94,7 +92,7 @@ class ScanConfig:
     rows_warps: int = 1
     rows_kernel: str = "rows"
     cols_kernel: str = "lines"
-    grad_forward: str = "hybrid"
+    grad_forward: str = "reorder"
 
     def with_spec(self, spec: str) -> ScanConfig:
         """'chunk=256,forward=tiles' -> this config with those fields changed (ValueError naming a bad one)."""
@@ -139,23 +137,34 @@ def _pow2(x: int) -> int:
 CONFIG_ENV = "DIFFMF_TRITON_SCAN_CONFIG"
 
 
-def config_for(N: int, Dm: int, L: int, spec: str | None = None) -> ScanConfig:
-    """default_config, then ``$DIFFMF_TRITON_SCAN_CONFIG``, then ``spec`` (both 'name=value,...')."""
-    return _config_for(N, Dm, L, os.environ.get(CONFIG_ENV) or None, spec)
+def config_for(N: int, Dm: int, L: int, spec: str | None = None, lines: int = 1) -> ScanConfig:
+    """default_config, then ``$DIFFMF_TRITON_SCAN_CONFIG``, then ``spec`` (both 'name=value,...').
+
+    ``lines``: scan lines per call (batch x directions), which the default's chunk length depends on."""
+    return _config_for(N, Dm, L, lines, os.environ.get(CONFIG_ENV) or None, spec)
 
 
 @functools.lru_cache(maxsize=256)
-def _config_for(N: int, Dm: int, L: int, env: str | None, spec: str | None) -> ScanConfig:
+def _config_for(N: int, Dm: int, L: int, lines: int, env: str | None, spec: str | None) -> ScanConfig:
     """Cached: every scan call asks, and parsing the overrides each time is wasted per-frame work."""
-    cfg = default_config(N, Dm, L)
+    cfg = default_config(N, Dm, L, lines)
     for extra in (env, spec):
         if extra:
             cfg = cfg.with_spec(extra)
     return cfg
 
 
-def default_config(N: int, Dm: int, L: int) -> ScanConfig:
-    """Channels or lines on the lanes, ~64 (forward) / ~128 (backward) tile elements per thread."""
+# Tile elements (channels x states x steps) a tiles forward should work on at once across its programs. With
+# fewer, a frame waits on the sequential sub-tiles of a few long chunks: the tiny model (8 channels, N=8,
+# 160x128-token maps at 640x512) ran 20-160 one-warp programs of 512-step chunks per scan, 82 K elements,
+# and took 6.8 ms on an H100; with 128-step chunks (330 K) 4.4 ms (bench/RESULTS.md, 2026-11-26). A 64-channel
+# scan on the same map (1.3 M elements at 256-step chunks) gained nothing from shorter ones.
+FILL_ELEMENTS = 1 << 20
+
+
+def default_config(N: int, Dm: int, L: int, lines: int = 1) -> ScanConfig:
+    """Channels or lines on the lanes, ~64 (forward) / ~128 (backward) tile elements per thread; chunks short
+    enough that ``lines`` scan lines of ``L`` steps keep the GPU busy (FILL_ELEMENTS)."""
     if interpreting():
         return ScanConfig(chunk=4, lines=4, bd_lines=2, warps_lines=1, ts=4, sub=4, bd=2, warps=1, ts_bwd=8,
                           bd_bwd=2, warps_bwd=1, carry_rows=8, carry_tile=4, rows_gt=4, rows_sub=2, rows_bd=2,
@@ -164,11 +173,14 @@ def default_config(N: int, Dm: int, L: int) -> ScanConfig:
     bd = max(1, min(_pow2(Dm), 64))
     ts = max(1, min(64, 64 // np2))
     ts_bwd = max(ts, 32)
+    warps = max(1, min(4, bd // 32))
     sub = max(ts_bwd // ts, min(64, _pow2(-(-L // ts))))
+    per_chunk = lines * _cdiv(Dm, bd) * bd * ts * np2  # tile elements per chunk position
+    while sub > ts_bwd // ts and per_chunk * _cdiv(L, ts * sub) < FILL_ELEMENTS:
+        sub //= 2
     bd_bwd = max(1, min(_pow2(Dm), 256 // np2))
     return ScanConfig(chunk=min(128, max(16, _pow2(L // 512))), bd_lines=max(1, min(_pow2(Dm), 128 // max(np2, 8))),
-                      ts=ts, sub=sub, bd=bd,
-                      warps=max(1, min(4, bd // 32)), ts_bwd=ts_bwd, bd_bwd=bd_bwd,
+                      ts=ts, sub=sub, bd=bd, warps=warps, ts_bwd=ts_bwd, bd_bwd=bd_bwd,
                       warps_bwd=max(1, min(4, bd_bwd * ts_bwd * np2 // 4096)))
 
 
@@ -348,7 +360,7 @@ class _TritonScan(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, delta_bias, orders, delta_softplus, config):
         bt, K, dm, N, L = _check(u, delta, A, B, C, D, delta_bias, orders)
         order = describe_orders(orders, u.device)
-        cfg = config or config_for(N, dm, L)
+        cfg = config or config_for(N, dm, L, lines=bt * K)
         ins = [_as_input(t) for t in (u, delta, B, C)]
         par = [_param(t) for t in (A, D, delta_bias)]
         needs_grad = any(ctx.needs_input_grad[:7])
@@ -382,7 +394,7 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     if orders is not None and torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (u, delta, A, B, C, D, delta_bias)):
         bt, K, dm, N, L = _check(u, delta, A, B, C, D, delta_bias, orders)
-        cfg = config or config_for(N, dm, L)
+        cfg = config or config_for(N, dm, L, lines=bt * K)
         if cfg.grad_forward == "reorder" and cfg.forward != "auto":
             order = describe_orders(orders, u.device)
             if order.mode == MODE_GRID:

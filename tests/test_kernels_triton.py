@@ -167,10 +167,30 @@ def test_config_overrides_from_environment_and_spec(monkeypatch) -> None:
         base.with_spec("grad_forward=fast")
 
 
+def test_default_chunks_are_short_enough_to_fill_the_gpu() -> None:
+    """Long chunks where the problem fills the GPU anyway, shorter ones where few lines would leave it idle."""
+    def elements(cfg, N, Dm, L, lines):  # tile elements the programs work on at once
+        return lines * -(-Dm // cfg.bd) * cfg.bd * cfg.ts * N * -(-L // (cfg.ts * cfg.sub))
+
+    big = triton_scan.default_config(16, 64, 512 * 640, lines=4)
+    assert big.ts * big.sub == 256  # the measured default at 640x512
+    tiny_map = triton_scan.default_config(8, 8, 128 * 160, lines=4)  # the tiny model's scans at 640x512
+    fill = triton_scan.FILL_ELEMENTS
+    assert tiny_map.ts * tiny_map.sub < 256 and elements(tiny_map, 8, 8, 128 * 160, 4) >= fill
+    doubled = replace(tiny_map, sub=tiny_map.sub * 2)  # the longest chunk that still fills it
+    assert tiny_map.sub == tiny_map.ts_bwd // tiny_map.ts or elements(doubled, 8, 8, 128 * 160, 4) < fill
+    assert triton_scan.default_config(16, 64, 128 * 160, lines=4).sub == big.sub  # 64 channels fill it already
+    batch = triton_scan.default_config(8, 8, 128 * 160, lines=64)
+    assert batch.sub > tiny_map.sub and elements(batch, 8, 8, 128 * 160, 64) >= fill
+    floor = triton_scan.default_config(8, 8, 64, lines=1)  # never shorter than one backward step block
+    assert floor.ts * floor.sub == floor.ts_bwd
+
+
 def test_gradients_run_the_grad_forward_variant() -> None:
-    """Default: "tiles" without gradients; with them "hybrid", its rows cut into even segments."""
+    """Default: "tiles" without gradients; with them "reorder" on grid orders, else "hybrid" with its rows cut
+    into even segments."""
     base = triton_scan.default_config(16, 64, 512 * 640)
-    assert (base.forward, base.grad_forward) == ("tiles", "hybrid")
+    assert (base.forward, base.grad_forward) == ("tiles", "reorder")
     grid = triton_scan.describe_orders(scan_orders(512, 640), torch.device("cpu"))
     train = triton_scan._for_gradients(base, grid, 512 * 640)
     assert (train.forward, train.grad_forward, train.rows_sub) == ("hybrid", "same", 5)  # 10 tiles of 64: 2 x 5
@@ -181,8 +201,9 @@ def test_gradients_run_the_grad_forward_variant() -> None:
     assert base.with_spec("forward=lines").grad_forward == "same"
     assert triton_scan._for_gradients(base.with_spec("forward=lines"), grid, 512 * 640).forward == "lines"
     assert base.with_spec("forward=lines,grad_forward=tiles").grad_forward == "tiles"
-    reorder = base.with_spec("grad_forward=reorder")  # inside the kernels' Function (no grid order): hybrid
-    assert triton_scan._for_gradients(reorder, grid, 512 * 640).forward == "hybrid"
+    # inside the kernels' Function (no grid order: reorder copies only those) "reorder" runs "hybrid"
+    assert triton_scan._for_gradients(base, grid, 512 * 640).forward == "hybrid"
+    assert triton_scan._for_gradients(base.with_spec("grad_forward=hybrid"), grid, 512 * 640) == train
     auto = replace(base, forward="auto")  # the autotune times the backward itself
     assert triton_scan._for_gradients(auto, grid, 512 * 640) is auto
 
