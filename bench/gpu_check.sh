@@ -31,10 +31,9 @@ TRAIN_MINUTES=${TRAIN_MINUTES:-3.5}
 MAMBA_SRC=.gpu/mamba_ssm-2.3.2.post1
 MAMBA_BUILD=/tmp/mamba_build
 # Variants (ScanConfig overrides on the problem's default) timed beside the default, forward and
-# backward; the first lease of 2026-11-26 17:29Z swept the forward ones (bench/RESULTS.md).
-SCAN_VARIANTS=${SCAN_VARIANTS:-"grad_forward=reorder grad_forward=reorder,rows_bd=4 forward=tiles
-  forward=hybrid,cols_kernel=rows forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1 ts=1,sub=256 ts=8,sub=32"}
-SCAN_SIZES=${SCAN_SIZES:-"512x640 512x640:4:64:rows 512x640:4:64:cols 256x320"}
+# backward (empty: none); the leases of 2026-11-26 swept the others (bench/RESULTS.md).
+SCAN_VARIANTS=${SCAN_VARIANTS-"grad_forward=hybrid grad_forward=reorder,rows_gt=128 grad_forward=reorder,rows_gt=32"}
+SCAN_SIZES=${SCAN_SIZES-"512x640 512x640:4:64:rows 512x640:4:64:cols 256x320"}
 SCAN_SMALL=${SCAN_SMALL-"128x160 64x80"}  # the tiny model's map sizes at 640x512; empty: skip
 NCU=${NCU-1}  # Nsight Compute on the default forward (when ncu exists); 0: skip
 MODEL_VARIANTS=${MODEL_VARIANTS-"sub=8 sub=16"}  # + the sweep's fastest forward; forward=auto took over 60 s to compile
