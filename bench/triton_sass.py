@@ -102,6 +102,8 @@ def main() -> None:
     ap.add_argument("--rows-warps", type=int, default=1)
     ap.add_argument("--only", nargs="*", help="kernel names to compile (default: all)")
     ap.add_argument("--mode", type=int, default=1, help="0 identity, 1 grid arithmetic, 2 table")
+    ap.add_argument("--tiles-rows", default="index", choices=("index", "contiguous"),
+                    help="ScanConfig.tiles_rows of the tiles forward kernels")
     args = ap.parse_args()
     np2 = 1 << max(0, (args.n - 1).bit_length())
     dt = "*" + args.dtype
@@ -110,7 +112,8 @@ def main() -> None:
     ptrs.update(dirs_ptr="*i32", orders_ptr="*i32", lines_ptr="*i32", sel_ptr="*i32", gu_ptr="*fp32",
                 gdelta_ptr=dt)
     flags = dict(MODE=args.mode, HAS_BIAS=True, SOFTPLUS=True)
-    fwd = dict(NP=np2, BD=args.bd, TS=args.ts, SUB=args.sub, SHARED_U=True, FIRST_FAST=first_axis_fast(), **flags)
+    fwd = dict(NP=np2, BD=args.bd, TS=args.ts, SUB=args.sub, SHARED_U=True, FIRST_FAST=first_axis_fast(),
+               ROWS_CONTIG=args.tiles_rows == "contiguous", **flags)
     bwd = dict(NP=np2, BD=args.bd_bwd, TS=args.ts_bwd, **flags)
     bwd_out = dict(bwd, SHARED_U=True, HAS_D=True, FIRST_FAST=first_axis_fast())
     lines = dict(NP=np2, BD=args.bd_lines, G=args.lines, SHARED_U=True, HAS_D=True, FIRST_FAST=first_axis_fast(),
@@ -144,7 +147,7 @@ def main() -> None:
     print(f"sm_{args.arch}, {args.dtype}, N={args.n}, lines={args.lines}, bd_lines={args.bd_lines}, "
           f"ts={args.ts}, sub={args.sub}, bd={args.bd}, "
           f"ts_bwd={args.ts_bwd}, bd_bwd={args.bd_bwd}, rows_gt={args.rows_gt}, rows_sub={args.rows_sub}, "
-          f"rows_bd={args.rows_bd}, rows_warps={args.rows_warps}, mode={args.mode}")
+          f"rows_bd={args.rows_bd}, rows_warps={args.rows_warps}, mode={args.mode}, tiles_rows={args.tiles_rows}")
     cols = ["regs", "local", "shared", "sass", *GROUPS]
     print(f"{'kernel':14s} {'elem/thr':>8s} " + " ".join(f"{c:>7s}" for c in cols))
     for name, fn, const, warps, tile in kernels:

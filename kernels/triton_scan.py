@@ -68,6 +68,11 @@ class ScanConfig:
     contiguous line, copy y back; autograd goes through the copies. On an H100 at 640x512 bf16
     (bench/RESULTS.md, 2026-11-26 18:48Z) its backward took 14.3 ms against 36.4 for "hybrid" and
     57.5 for "tiles", bit-identical forward output.
+    tiles_rows: how the tiles forward finds a grid row direction's tokens. "index": the direction's
+    index arithmetic, as for columns (the compiler cannot see that a sub-tile's tokens are adjacent:
+    2-byte loads and stores); "contiguous": one branch per program on the direction, then adjacent
+    tokens in memory order (vector loads and stores; a reversed row scanned backwards within the
+    sub-tile). Offline SASS only so far (docs/kernels.md), so not the default.
     Backward program: ``ts_bwd`` steps, looping over channel blocks of ``bd_bwd``; the
     forward saves the state every ``ts_bwd`` steps for it.
     """
@@ -93,6 +98,7 @@ class ScanConfig:
     rows_kernel: str = "rows"
     cols_kernel: str = "lines"
     grad_forward: str = "reorder"
+    tiles_rows: str = "index"
 
     def with_spec(self, spec: str) -> ScanConfig:
         """'chunk=256,forward=tiles' -> this config with those fields changed (ValueError naming a bad one)."""
@@ -116,6 +122,8 @@ class ScanConfig:
         if self.grad_forward not in ("same", "lines", "tiles", "hybrid", "auto", "reorder"):
             raise ValueError("ScanConfig.grad_forward must be 'same', 'lines', 'tiles', 'hybrid', 'auto' or "
                              f"'reorder', got {self.grad_forward!r}")
+        if self.tiles_rows not in ("index", "contiguous"):
+            raise ValueError(f"ScanConfig.tiles_rows must be 'index' or 'contiguous', got {self.tiles_rows!r}")
         if self.cols_kernel not in ("lines", "rows"):
             raise ValueError(f"ScanConfig.cols_kernel must be 'lines' or 'rows', got {self.cols_kernel!r}")
         if self.chunk < 1 or self.rows_sub < 1:

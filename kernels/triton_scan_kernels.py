@@ -54,6 +54,27 @@ def _tokens(t, k, L, H, W, dirs_ptr, orders_ptr, MODE: tl.constexpr):
 
 
 @triton.jit
+def _sub_tile_tokens(sub, k, L, H, W, dirs_ptr, orders_ptr, MODE: tl.constexpr, TS: tl.constexpr,
+                     CONTIG: tl.constexpr, REV: tl.constexpr):
+    """(raster tokens, mask) of sub-tile ``sub``. CONTIG (a row direction): in memory order, written so the
+    compiler sees TS adjacent tokens (vector loads and stores); with REV (a reversed row) that is the scan
+    order backwards: the output kernel flips its tiles (tl.associative_scan(reverse=True) compiled to ~1300
+    shuffles per loop under Triton 3.6, the flips to 4), the summary kernel sums the other way."""
+    if CONTIG:
+        if REV:
+            idx = L - (sub + 1) * TS + tl.arange(0, TS)
+            mask = idx >= 0
+        else:
+            idx = sub * TS + tl.arange(0, TS)
+            mask = idx < L
+    else:
+        t = sub * TS + tl.arange(0, TS)
+        mask = t < L
+        idx = _tokens(t, k, L, H, W, dirs_ptr, orders_ptr, MODE)
+    return idx, mask
+
+
+@triton.jit
 def _softplus(x):
     # max(x, 0) + log1p(exp(-|x|)): a series where 1 + e would round, else log(1 + e).
     e = tl.exp(-tl.abs(x))
@@ -161,11 +182,38 @@ def _channel_params(A_ptr, D_ptr, bias_ptr, c, dmask, n, nmask, N,
 
 
 @triton.jit
+def _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow, urow, brow, dmask,
+                  nmask, NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr, MODE: tl.constexpr,
+                  SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr, REV: tl.constexpr):
+    """A chunk's end state from a zero start, and its sum of dt (see _sub_tile_tokens for CONTIG, REV)."""
+    # Sub-tiles from the last: each step's weight in the chunk's end state is exp(A * dt summed
+    # over every later step of the chunk) = exp(A * (later + after-in-sub-tile)).
+    h = tl.zeros([NP, BD], dtype=tl.float32)
+    later = tl.zeros([BD], dtype=tl.float32)
+    for s0 in range(SUB):
+        s = SUB - 1 - s0
+        idx, tmask = _sub_tile_tokens(j * SUB + s, k, L, H, W, dirs_ptr, orders_ptr, MODE, TS, CONTIG, REV)
+        m2 = tmask[:, None] & dmask[None, :]
+        x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS, FIRST_FAST)
+        uu = _load_tc(u_ptr, urow, idx, m2, FIRST_FAST)
+        Bv = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=nmask[:, None] & tmask[None, :],
+                     other=0.0).to(tl.float32)
+        if REV:  # memory order: the later scan steps are the earlier tile elements
+            after = tl.cumsum(dt, axis=0) - dt + later[None, :]
+        else:
+            after = tl.cumsum(dt, axis=0, reverse=True) - dt + later[None, :]
+        w = tl.exp2(A2[:, None, :] * after[None, :, :])
+        h += tl.sum(w * ((dt * uu)[None, :, :] * Bv[:, :, None]), axis=1)
+        later += tl.sum(dt, axis=0)
+    return h, later
+
+
+@triton.jit
 def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr, sel_ptr, hsum_ptr, dtsum_ptr,
                  L, H, W, K, Dm, N, n_dblk, n_chunks, n_sel, stride,
                  NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
                  MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                 FIRST_FAST: tl.constexpr = False):
+                 FIRST_FAST: tl.constexpr = False, ROWS_CONTIG: tl.constexpr = False):
     b, k, j, d = _selected_coords(tl.program_id(0), n_dblk, n_chunks, sel_ptr, n_sel, Dm, BD)
     KD = K * Dm
     dmask = d < Dm
@@ -175,24 +223,21 @@ def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr,
     A2, bias, _ = _channel_params(A_ptr, A_ptr, bias_ptr, c, dmask, n, nmask, N, False, HAS_BIAS, BD)
     rows, drow, urow = _channel_rows(b, c, d, KD, Dm, L, SHARED_U)
     brow = ((b * K + k) * N + n).to(tl.int64) * L
-    # Sub-tiles from the last: each step's weight in the chunk's end state is exp(A * dt summed
-    # over every later step of the chunk) = exp(A * (later + after-in-sub-tile)).
-    h = tl.zeros([NP, BD], dtype=tl.float32)
-    later = tl.zeros([BD], dtype=tl.float32)
-    for s0 in range(SUB):
-        s = SUB - 1 - s0
-        t = (j * SUB + s) * TS + tl.arange(0, TS)
-        tmask = t < L
-        idx = _tokens(t, k, L, H, W, dirs_ptr, orders_ptr, MODE)
-        m2 = tmask[:, None] & dmask[None, :]
-        x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS, FIRST_FAST)
-        uu = _load_tc(u_ptr, urow, idx, m2, FIRST_FAST)
-        Bv = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=nmask[:, None] & tmask[None, :],
-                     other=0.0).to(tl.float32)
-        after = tl.cumsum(dt, axis=0, reverse=True) - dt + later[None, :]
-        w = tl.exp2(A2[:, None, :] * after[None, :, :])
-        h += tl.sum(w * ((dt * uu)[None, :, :] * Bv[:, :, None]), axis=1)
-        later += tl.sum(dt, axis=0)
+    if ROWS_CONTIG and MODE == 1:  # branch once per program: row directions read contiguously
+        code = tl.load(dirs_ptr + k)
+        if code == 0:
+            h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
+                                     urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST, True, False)
+        elif code == 2:
+            h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
+                                     urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST, True, True)
+        else:
+            h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
+                                     urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
+                                     False, False)
+    else:
+        h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
+                                 urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST, False, False)
     tot = later
     out = (rows[None, :] * NP + n[:, None]) * stride + j
     tl.store(hsum_ptr + out, h, mask=(n < NP)[:, None] & dmask[None, :])
@@ -238,7 +283,8 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
                 y_ptr, states_ptr, L, H, W, K, Dm, N, n_dblk, n_chunks, n_save, n_sel, stride,
                 NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
                 MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
-                SOFTPLUS: tl.constexpr, SAVE_EVERY: tl.constexpr, FIRST_FAST: tl.constexpr = False):
+                SOFTPLUS: tl.constexpr, SAVE_EVERY: tl.constexpr, FIRST_FAST: tl.constexpr = False,
+                ROWS_CONTIG: tl.constexpr = False):
     # SAVE_EVERY > 0: store the state at every SAVE_EVERY-th sub-tile start (n_save of them),
     # where the backward pass starts its sub-tiles.
     b, k, j, d = _selected_coords(tl.program_id(0), n_dblk, n_chunks, sel_ptr, n_sel, Dm, BD)
@@ -258,18 +304,47 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
                              mask=tl.trans(smask & (srow * 0 + j > 0)), other=0.0))
     else:
         h = tl.load(hin_ptr + srow * stride + (j - 1), mask=smask & (srow * 0 + j > 0), other=0.0)
+    if ROWS_CONTIG and MODE == 1:  # branch once per program: row directions read contiguously
+        code = tl.load(dirs_ptr + k)
+        if code == 0:
+            _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
+                         n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
+                         SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, False)
+        elif code == 2:
+            _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
+                         n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
+                         SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, True)
+        else:
+            _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
+                         n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
+                         SAVE_EVERY, SOFTPLUS, FIRST_FAST, False, False)
+    else:
+        _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
+                     n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
+                     SAVE_EVERY, SOFTPLUS, FIRST_FAST, False, False)
+
+
+@triton.jit
+def _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W, n_save,
+                 A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP: tl.constexpr, BD: tl.constexpr,
+                 TS: tl.constexpr, SUB: tl.constexpr, MODE: tl.constexpr, SAVE_EVERY: tl.constexpr,
+                 SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr, REV: tl.constexpr):
+    """A chunk's outputs from the state ``h`` entering it (see _sub_tile_tokens for CONTIG, REV)."""
     last = tl.arange(0, TS) == TS - 1
     for s in range(SUB):
         sub = j * SUB + s
-        t = sub * TS + tl.arange(0, TS)
-        tmask = t < L
-        idx = _tokens(t, k, L, H, W, dirs_ptr, orders_ptr, MODE)
+        idx, tmask = _sub_tile_tokens(sub, k, L, H, W, dirs_ptr, orders_ptr, MODE, TS, CONTIG, REV)
         m2 = tmask[:, None] & dmask[None, :]
         x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS, FIRST_FAST)
         uu = _load_tc(u_ptr, urow, idx, m2, FIRST_FAST)
         bm = nmask[:, None] & tmask[None, :]
         Bv = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
         Cv = tl.load(C_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
+        if REV:
+            dt = tl.flip(dt, 0)
+            uu = tl.flip(uu, 0)
+            Bv = tl.flip(Bv, 1)
+            Cv = tl.flip(Cv, 1)
         if SAVE_EVERY > 0:
             keep = ((srow * 0 + sub) % SAVE_EVERY == 0) & (srow * 0 + sub * TS < L)
             if FIRST_FAST:
@@ -282,6 +357,8 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
         Pc, Hc = tl.associative_scan((a, bx), 1, _linear_combine)
         hs = Hc + Pc * h[:, None, :]
         y = tl.sum(hs * Cv[:, :, None], axis=0) + Dv[None, :] * uu
+        if REV:
+            y = tl.flip(y, 0)
         _store_tc(y_ptr, drow, idx, y, m2, FIRST_FAST)
         h = tl.sum(tl.where(last[None, :, None], hs, 0.0), axis=1)
 

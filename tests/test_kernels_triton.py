@@ -47,7 +47,7 @@ def test_half_precision_inputs_keep_float32_state(dtype: torch.dtype, case: Case
 
 VARIANTS = ["forward=lines", "forward=hybrid", "forward=hybrid,rows_kernel=tiles", "forward=hybrid,cols_kernel=rows",
             "forward=hybrid,rows_gt=32,rows_sub=3", "forward=auto", "forward=tiles",
-            "forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1", "grad_forward=reorder"]
+            "forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1", "grad_forward=reorder", "tiles_rows=contiguous"]
 
 
 @pytest.mark.gpu
@@ -59,7 +59,7 @@ def test_kernel_variants_match_reference_on_cuda(spec: str, case: Case) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("spec", VARIANTS[1:4])
+@pytest.mark.parametrize("spec", [*VARIANTS[1:4], "tiles_rows=contiguous"])
 def test_kernel_variants_in_bfloat16_on_cuda(spec: str) -> None:
     case = GPU_CASES[3]
     cfg = triton_scan.config_for(case.N, case.dm, case.L, spec)
@@ -115,6 +115,8 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
         all_rows = ScanConfig(forward="hybrid", cols_kernel="rows", **small)
         runs = [(Case(1, 4, 3, 4, 4, 8, "grid"), lines),  # "lines" following image lines
                 (Case(1, 4, 3, 4, 3, 7, "grid"), tiles),
+                # rows read contiguously (a reversed row's tiles flipped), a partial last sub-tile
+                (Case(1, 4, 3, 4, 5, 11, "grid"), ScanConfig(forward="tiles", tiles_rows="contiguous", **small)),
                 (Case(1, 4, 3, 4, 5, 11, "grid"), hybrid),  # rows not a whole number of segments
                 (Case(2, 4, 3, 3, 8, 8, "grid"), hybrid),  # columns a whole number of chunks
                 (Case(1, 4, 3, 2, 5, 6, "grid"), hybrid_tiles),
@@ -147,7 +149,7 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
         for errors in json.loads(stdout.split("ERRORS")[1]):
             assert_within(errors, torch.float32)
             checked += 1
-    assert checked == 13
+    assert checked == 14
 
 
 def test_config_overrides_from_environment_and_spec(monkeypatch) -> None:
