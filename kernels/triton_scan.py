@@ -71,8 +71,8 @@ class ScanConfig:
     tiles_rows: how the tiles forward finds a grid row direction's tokens. "index": the direction's
     index arithmetic, as for columns (the compiler cannot see that a sub-tile's tokens are adjacent:
     2-byte loads and stores); "contiguous": one branch per program on the direction, then adjacent
-    tokens in memory order (vector loads and stores; a reversed row scanned backwards within the
-    sub-tile). Offline SASS only so far (docs/kernels.md), so not the default.
+    tokens in memory order (vector loads and stores; a reversed row's tiles flipped in registers).
+    Offline SASS and the interpreter only so far (docs/kernels.md), so not the default.
     Backward program: ``ts_bwd`` steps, looping over channel blocks of ``bd_bwd``; the
     forward saves the state every ``ts_bwd`` steps for it.
     """
@@ -165,8 +165,9 @@ def _config_for(N: int, Dm: int, L: int, lines: int, env: str | None, spec: str 
 # Tile elements (channels x states x steps) a tiles forward should work on at once across its programs. With
 # fewer, a frame waits on the sequential sub-tiles of a few long chunks: the tiny model (8 channels, N=8,
 # 160x128-token maps at 640x512) ran 20-160 one-warp programs of 512-step chunks per scan, 82 K elements,
-# and took 6.8 ms on an H100; with 128-step chunks (330 K) 4.4 ms (bench/RESULTS.md, 2026-11-26). A 64-channel
-# scan on the same map (1.3 M elements at 256-step chunks) gained nothing from shorter ones.
+# and took 6.8 ms per frame on an H100; 4.4-4.5 ms with 128- or 64-step chunks, 4.4 ms with this rule's 32
+# (1.3 M), which also took 320x256 from 4.9 to 2.2 ms (bench/RESULTS.md, 2026-11-26). A 64-channel scan on
+# the same map (1.3 M elements at 256-step chunks) gained nothing from shorter ones.
 FILL_ELEMENTS = 1 << 20
 
 
