@@ -73,6 +73,9 @@ class ScanConfig:
     2-byte loads and stores); "contiguous": one branch per program on the direction, then adjacent
     tokens in memory order (vector loads and stores; a reversed row's tiles flipped in registers).
     Offline SASS and the interpreter only so far (docs/kernels.md), so not the default.
+    tiles_stages: software-pipelining depth of the tiles forward's sub-tile loops (tl.range num_stages;
+    1 = none). Offline under Triton 3.6, 2 turns the contiguous rows' u and delta loads into cp.async
+    prefetches of the next sub-tile (the index path's 2-byte loads cannot be); untimed, so 1.
     Backward program: ``ts_bwd`` steps, looping over channel blocks of ``bd_bwd``; the
     forward saves the state every ``ts_bwd`` steps for it.
     """
@@ -99,6 +102,7 @@ class ScanConfig:
     cols_kernel: str = "lines"
     grad_forward: str = "reorder"
     tiles_rows: str = "index"
+    tiles_stages: int = 1
 
     def with_spec(self, spec: str) -> ScanConfig:
         """'chunk=256,forward=tiles' -> this config with those fields changed (ValueError naming a bad one)."""
@@ -126,8 +130,9 @@ class ScanConfig:
             raise ValueError(f"ScanConfig.tiles_rows must be 'index' or 'contiguous', got {self.tiles_rows!r}")
         if self.cols_kernel not in ("lines", "rows"):
             raise ValueError(f"ScanConfig.cols_kernel must be 'lines' or 'rows', got {self.cols_kernel!r}")
-        if self.chunk < 1 or self.rows_sub < 1:
-            raise ValueError(f"ScanConfig.chunk and rows_sub must be positive, got {self.chunk}, {self.rows_sub}")
+        if self.chunk < 1 or self.rows_sub < 1 or self.tiles_stages < 1:
+            raise ValueError("ScanConfig.chunk, rows_sub and tiles_stages must be positive, got "
+                             f"{self.chunk}, {self.rows_sub}, {self.tiles_stages}")
         for name in ("lines", "bd_lines", "ts", "sub", "bd", "ts_bwd", "bd_bwd", "carry_rows", "carry_tile",
                      "rows_gt", "rows_bd"):
             v = getattr(self, name)

@@ -184,13 +184,14 @@ def _channel_params(A_ptr, D_ptr, bias_ptr, c, dmask, n, nmask, N,
 @triton.jit
 def _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow, urow, brow, dmask,
                   nmask, NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr, MODE: tl.constexpr,
-                  SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr, REV: tl.constexpr):
+                  SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr, REV: tl.constexpr,
+                  STAGES: tl.constexpr):
     """A chunk's end state from a zero start, and its sum of dt (see _sub_tile_tokens for CONTIG, REV)."""
     # Sub-tiles from the last: each step's weight in the chunk's end state is exp(A * dt summed
     # over every later step of the chunk) = exp(A * (later + after-in-sub-tile)).
     h = tl.zeros([NP, BD], dtype=tl.float32)
     later = tl.zeros([BD], dtype=tl.float32)
-    for s0 in range(SUB):
+    for s0 in tl.range(0, SUB, num_stages=STAGES):
         s = SUB - 1 - s0
         idx, tmask = _sub_tile_tokens(j * SUB + s, k, L, H, W, dirs_ptr, orders_ptr, MODE, TS, CONTIG, REV)
         m2 = tmask[:, None] & dmask[None, :]
@@ -213,7 +214,7 @@ def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr,
                  L, H, W, K, Dm, N, n_dblk, n_chunks, n_sel, stride,
                  NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
                  MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                 FIRST_FAST: tl.constexpr = False, ROWS_CONTIG: tl.constexpr = False):
+                 FIRST_FAST: tl.constexpr = False, ROWS_CONTIG: tl.constexpr = False, STAGES: tl.constexpr = 1):
     b, k, j, d = _selected_coords(tl.program_id(0), n_dblk, n_chunks, sel_ptr, n_sel, Dm, BD)
     KD = K * Dm
     dmask = d < Dm
@@ -227,17 +228,20 @@ def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr,
         code = tl.load(dirs_ptr + k)
         if code == 0:
             h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
-                                     urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST, True, False)
+                                     urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
+                                     True, False, STAGES)
         elif code == 2:
             h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
-                                     urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST, True, True)
+                                     urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
+                                     True, True, STAGES)
         else:
             h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
                                      urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
-                                     False, False)
+                                     False, False, STAGES)
     else:
         h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
-                                 urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST, False, False)
+                                 urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
+                                 False, False, STAGES)
     tot = later
     out = (rows[None, :] * NP + n[:, None]) * stride + j
     tl.store(hsum_ptr + out, h, mask=(n < NP)[:, None] & dmask[None, :])
@@ -284,7 +288,7 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
                 NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
                 MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, SAVE_EVERY: tl.constexpr, FIRST_FAST: tl.constexpr = False,
-                ROWS_CONTIG: tl.constexpr = False):
+                ROWS_CONTIG: tl.constexpr = False, STAGES: tl.constexpr = 1):
     # SAVE_EVERY > 0: store the state at every SAVE_EVERY-th sub-tile start (n_save of them),
     # where the backward pass starts its sub-tiles.
     b, k, j, d = _selected_coords(tl.program_id(0), n_dblk, n_chunks, sel_ptr, n_sel, Dm, BD)
@@ -309,29 +313,30 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
         if code == 0:
             _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
                          n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
-                         SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, False)
+                         SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, False, STAGES)
         elif code == 2:
             _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
                          n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
-                         SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, True)
+                         SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, True, STAGES)
         else:
             _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
                          n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
-                         SAVE_EVERY, SOFTPLUS, FIRST_FAST, False, False)
+                         SAVE_EVERY, SOFTPLUS, FIRST_FAST, False, False, STAGES)
     else:
         _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
                      n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
-                     SAVE_EVERY, SOFTPLUS, FIRST_FAST, False, False)
+                     SAVE_EVERY, SOFTPLUS, FIRST_FAST, False, False, STAGES)
 
 
 @triton.jit
 def _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W, n_save,
                  A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP: tl.constexpr, BD: tl.constexpr,
                  TS: tl.constexpr, SUB: tl.constexpr, MODE: tl.constexpr, SAVE_EVERY: tl.constexpr,
-                 SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr, REV: tl.constexpr):
+                 SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr, REV: tl.constexpr,
+                 STAGES: tl.constexpr):
     """A chunk's outputs from the state ``h`` entering it (see _sub_tile_tokens for CONTIG, REV)."""
     last = tl.arange(0, TS) == TS - 1
-    for s in range(SUB):
+    for s in tl.range(0, SUB, num_stages=STAGES):  # STAGES > 1: the next sub-tiles' loads in flight
         sub = j * SUB + s
         idx, tmask = _sub_tile_tokens(sub, k, L, H, W, dirs_ptr, orders_ptr, MODE, TS, CONTIG, REV)
         m2 = tmask[:, None] & dmask[None, :]

@@ -47,7 +47,8 @@ def test_half_precision_inputs_keep_float32_state(dtype: torch.dtype, case: Case
 
 VARIANTS = ["forward=lines", "forward=hybrid", "forward=hybrid,rows_kernel=tiles", "forward=hybrid,cols_kernel=rows",
             "forward=hybrid,rows_gt=32,rows_sub=3", "forward=auto", "forward=tiles",
-            "forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1", "grad_forward=reorder", "tiles_rows=contiguous"]
+            "forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1", "grad_forward=reorder", "tiles_rows=contiguous",
+            "tiles_rows=contiguous,tiles_stages=2"]
 
 
 @pytest.mark.gpu
@@ -59,7 +60,7 @@ def test_kernel_variants_match_reference_on_cuda(spec: str, case: Case) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("spec", [*VARIANTS[1:4], "tiles_rows=contiguous"])
+@pytest.mark.parametrize("spec", [*VARIANTS[1:4], *VARIANTS[-2:]])
 def test_kernel_variants_in_bfloat16_on_cuda(spec: str) -> None:
     case = GPU_CASES[3]
     cfg = triton_scan.config_for(case.N, case.dm, case.L, spec)
@@ -116,7 +117,8 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
         runs = [(Case(1, 4, 3, 4, 4, 8, "grid"), lines),  # "lines" following image lines
                 (Case(1, 4, 3, 4, 3, 7, "grid"), tiles),
                 # rows read contiguously (a reversed row's tiles flipped), a partial last sub-tile
-                (Case(1, 4, 3, 4, 5, 11, "grid"), ScanConfig(forward="tiles", tiles_rows="contiguous", **small)),
+                (Case(1, 4, 3, 4, 5, 11, "grid"),
+                 ScanConfig(forward="tiles", tiles_rows="contiguous", tiles_stages=2, **small)),
                 (Case(1, 4, 3, 4, 5, 11, "grid"), hybrid),  # rows not a whole number of segments
                 (Case(2, 4, 3, 3, 8, 8, "grid"), hybrid),  # columns a whole number of chunks
                 (Case(1, 4, 3, 2, 5, 6, "grid"), hybrid_tiles),
