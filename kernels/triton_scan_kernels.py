@@ -182,6 +182,28 @@ def _channel_params(A_ptr, D_ptr, bias_ptr, c, dmask, n, nmask, N,
 
 
 @triton.jit
+def _tiles_program(A_ptr, D_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dblk, n_chunks, n_sel,
+                   NP: tl.constexpr, BD: tl.constexpr, MODE: tl.constexpr, SHARED_U: tl.constexpr,
+                   HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, ROWS_CONTIG: tl.constexpr):
+    """What a tiles forward program (summary or output) starts from: its direction k, chunk j, channel and
+    state masks, channel parameters, buffer rows, and the direction code when it reads rows contiguously
+    (else -1, a plain int, so the callers' branches on it resolve while compiling)."""
+    b, k, j, d = _selected_coords(tl.program_id(0), n_dblk, n_chunks, sel_ptr, n_sel, Dm, BD)
+    dmask = d < Dm
+    c = k * Dm + d
+    n = tl.arange(0, NP)
+    nmask = n < N
+    A2, bias, Dv = _channel_params(A_ptr, D_ptr, bias_ptr, c, dmask, n, nmask, N, HAS_D, HAS_BIAS, BD)
+    rows, drow, urow = _channel_rows(b, c, d, K * Dm, Dm, L, SHARED_U)
+    brow = ((b * K + k) * N + n).to(tl.int64) * L
+    if ROWS_CONTIG and MODE == 1:
+        code = tl.load(dirs_ptr + k)
+    else:
+        code = -1
+    return k, j, dmask, n, nmask, A2, bias, Dv, rows, drow, urow, brow, code
+
+
+@triton.jit
 def _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow, urow, brow, dmask,
                   nmask, NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr, MODE: tl.constexpr,
                   SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr, REV: tl.constexpr,
@@ -215,29 +237,17 @@ def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr,
                  NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
                  MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                  FIRST_FAST: tl.constexpr = False, ROWS_CONTIG: tl.constexpr = False, STAGES: tl.constexpr = 1):
-    b, k, j, d = _selected_coords(tl.program_id(0), n_dblk, n_chunks, sel_ptr, n_sel, Dm, BD)
-    KD = K * Dm
-    dmask = d < Dm
-    c = k * Dm + d
-    n = tl.arange(0, NP)
-    nmask = n < N
-    A2, bias, _ = _channel_params(A_ptr, A_ptr, bias_ptr, c, dmask, n, nmask, N, False, HAS_BIAS, BD)
-    rows, drow, urow = _channel_rows(b, c, d, KD, Dm, L, SHARED_U)
-    brow = ((b * K + k) * N + n).to(tl.int64) * L
-    if ROWS_CONTIG and MODE == 1:  # branch once per program: row directions read contiguously
-        code = tl.load(dirs_ptr + k)
-        if code == 0:
-            h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
-                                     urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
-                                     True, False, STAGES)
-        elif code == 2:
-            h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
-                                     urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
-                                     True, True, STAGES)
-        else:
-            h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
-                                     urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
-                                     False, False, STAGES)
+    k, j, dmask, n, nmask, A2, bias, _, rows, drow, urow, brow, code = _tiles_program(
+        A_ptr, A_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dblk, n_chunks, n_sel, NP, BD, MODE, SHARED_U,
+        False, HAS_BIAS, ROWS_CONTIG)
+    if code == 0:  # rows read contiguously (ROWS_CONTIG)
+        h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
+                                 urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
+                                 True, False, STAGES)
+    elif code == 2:
+        h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
+                                 urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
+                                 True, True, STAGES)
     else:
         h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
                                  urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
@@ -291,15 +301,9 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
                 ROWS_CONTIG: tl.constexpr = False, STAGES: tl.constexpr = 1):
     # SAVE_EVERY > 0: store the state at every SAVE_EVERY-th sub-tile start (n_save of them),
     # where the backward pass starts its sub-tiles.
-    b, k, j, d = _selected_coords(tl.program_id(0), n_dblk, n_chunks, sel_ptr, n_sel, Dm, BD)
-    KD = K * Dm
-    dmask = d < Dm
-    c = k * Dm + d
-    n = tl.arange(0, NP)
-    nmask = n < N
-    A2, bias, Dv = _channel_params(A_ptr, D_ptr, bias_ptr, c, dmask, n, nmask, N, HAS_D, HAS_BIAS, BD)
-    rows, drow, urow = _channel_rows(b, c, d, KD, Dm, L, SHARED_U)
-    brow = ((b * K + k) * N + n).to(tl.int64) * L
+    k, j, dmask, n, nmask, A2, bias, Dv, rows, drow, urow, brow, code = _tiles_program(
+        A_ptr, D_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dblk, n_chunks, n_sel, NP, BD, MODE, SHARED_U,
+        HAS_D, HAS_BIAS, ROWS_CONTIG)
     srow = rows[None, :] * NP + n[:, None]  # [NP, BD] rows of the (Bt, KD, NP, chunks) buffers
     smask = nmask[:, None] & dmask[None, :]
     # State entering this chunk: the carry scan's inclusive result of chunk j - 1.
@@ -308,20 +312,14 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
                              mask=tl.trans(smask & (srow * 0 + j > 0)), other=0.0))
     else:
         h = tl.load(hin_ptr + srow * stride + (j - 1), mask=smask & (srow * 0 + j > 0), other=0.0)
-    if ROWS_CONTIG and MODE == 1:  # branch once per program: row directions read contiguously
-        code = tl.load(dirs_ptr + k)
-        if code == 0:
-            _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
-                         n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
-                         SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, False, STAGES)
-        elif code == 2:
-            _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
-                         n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
-                         SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, True, STAGES)
-        else:
-            _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
-                         n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
-                         SAVE_EVERY, SOFTPLUS, FIRST_FAST, False, False, STAGES)
+    if code == 0:  # rows read contiguously (ROWS_CONTIG)
+        _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
+                     n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
+                     SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, False, STAGES)
+    elif code == 2:
+        _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
+                     n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
+                     SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, True, STAGES)
     else:
         _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
                      n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
