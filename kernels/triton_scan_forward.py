@@ -16,6 +16,7 @@ chunk count; a part with fewer chunks leaves the rest zero, the identity of the 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,7 +60,9 @@ class _Part:
     launch: Callable[..., None]
 
 
+@functools.cache
 def _triton_version() -> tuple[int, int]:
+    """Parsed once: the forward asks at every launch."""
     import triton
 
     major, minor = triton.__version__.split(".")[:2]
