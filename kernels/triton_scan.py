@@ -76,6 +76,9 @@ class ScanConfig:
     tiles_stages: software-pipelining depth of the tiles forward's sub-tile loops (tl.range num_stages;
     1 = none). Offline under Triton 3.6, 2 turns the contiguous rows' u and delta loads into cp.async
     prefetches of the next sub-tile (the index path's 2-byte loads cannot be); untimed, so 1.
+    tiles_prefetch: 1 = the tiles forward's loops load the next sub-tile's u, delta, B, C into registers before
+    this one's arithmetic (any index mode and load width; Nsight Compute found half the output kernel's stall
+    cycles waiting on loads). Offline SASS only so far (docs/kernels.md), so 0.
     Backward program: ``ts_bwd`` steps, looping over channel blocks of ``bd_bwd``; the
     forward saves the state every ``ts_bwd`` steps for it.
     """
@@ -103,6 +106,7 @@ class ScanConfig:
     grad_forward: str = "reorder"
     tiles_rows: str = "index"
     tiles_stages: int = 1
+    tiles_prefetch: int = 0
 
     def with_spec(self, spec: str) -> ScanConfig:
         """'chunk=256,forward=tiles' -> this config with those fields changed (ValueError naming a bad one)."""
@@ -128,6 +132,8 @@ class ScanConfig:
                              f"'reorder', got {self.grad_forward!r}")
         if self.tiles_rows not in ("index", "contiguous"):
             raise ValueError(f"ScanConfig.tiles_rows must be 'index' or 'contiguous', got {self.tiles_rows!r}")
+        if self.tiles_prefetch not in (0, 1):
+            raise ValueError(f"ScanConfig.tiles_prefetch must be 0 or 1, got {self.tiles_prefetch!r}")
         if self.cols_kernel not in ("lines", "rows"):
             raise ValueError(f"ScanConfig.cols_kernel must be 'lines' or 'rows', got {self.cols_kernel!r}")
         if self.chunk < 1 or self.rows_sub < 1 or self.tiles_stages < 1:

@@ -9,9 +9,9 @@ Forward, three launches (L is cut into chunks so thousands of programs run at on
   2. _carry:  per (channel, n), a scan over chunks -> the state entering each chunk;
   3. output:  per chunk, the exact recurrence from that state, writing y and, for the
               backward pass, the state every ts_bwd steps.
-Two implementations of 1 and 3: _fwd_lines (default; a per-step loop over adjacent scan
-lines, see its comment) and _fwd_summary/_fwd_output (tl.associative_scan over sub-tiles
-of TS steps, state carried in registers).
+Implementations of 1 and 3: _fwd_summary/_fwd_output (default: tl.associative_scan over
+sub-tiles of TS steps, state carried in registers), _fwd_lines (a per-step loop over adjacent
+scan lines, see its comment) and _fwd_rows (contiguous row segments, tokens on the lanes).
 Backward, three launches at sub-tile granularity: _bwd_summary (per sub-tile, the
 gradient it sends left), _carry in reverse, _bwd_output (one program per sub-tile and
 direction, looping over channel blocks so dL/dB and dL/dC are summed in registers).
@@ -84,23 +84,36 @@ def _softplus(x):
 
 
 @triton.jit
-def _load_tc(base_ptr, row, idx, mask, FIRST_FAST: tl.constexpr):
-    """The [TS, BD] tile base[row[c] + idx[t]] as float32 (0 where masked).
+def _raw_tc(base_ptr, row, idx, mask, FIRST_FAST: tl.constexpr):
+    """The [TS, BD] tile base[row[c] + idx[t]] as loaded (0 where masked); _tc_float makes it float32 [TS, BD].
 
     FIRST_FAST (Triton before 3.9): loaded as [BD, TS] and transposed. Those versions lay a load
     out with its first axis fastest where nothing says otherwise, and the channels belong on
     the lanes; loaded [TS, BD] the tile went through shared memory on every step.
     """
     if FIRST_FAST:
-        v = tl.trans(tl.load(base_ptr + row[:, None] + idx[None, :], mask=tl.trans(mask), other=0.0))
+        v = tl.load(base_ptr + row[:, None] + idx[None, :], mask=tl.trans(mask), other=0.0)
     else:
         v = tl.load(base_ptr + row[None, :] + idx[:, None], mask=mask, other=0.0)
+    return v
+
+
+@triton.jit
+def _tc_float(v, FIRST_FAST: tl.constexpr):
+    if FIRST_FAST:
+        v = tl.trans(v)
     return v.to(tl.float32)
 
 
 @triton.jit
+def _load_tc(base_ptr, row, idx, mask, FIRST_FAST: tl.constexpr):
+    """The [TS, BD] tile base[row[c] + idx[t]] as float32 (0 where masked); see _raw_tc."""
+    return _tc_float(_raw_tc(base_ptr, row, idx, mask, FIRST_FAST), FIRST_FAST)
+
+
+@triton.jit
 def _store_tc(base_ptr, row, idx, value, mask, FIRST_FAST: tl.constexpr):
-    """Store a [TS, BD] tile at base[row[c] + idx[t]] (see _load_tc)."""
+    """Store a [TS, BD] tile at base[row[c] + idx[t]] (see _raw_tc)."""
     if FIRST_FAST:
         tl.store(base_ptr + row[:, None] + idx[None, :], tl.trans(value).to(base_ptr.dtype.element_ty),
                  mask=tl.trans(mask))
@@ -109,14 +122,20 @@ def _store_tc(base_ptr, row, idx, value, mask, FIRST_FAST: tl.constexpr):
 
 
 @triton.jit
-def _load_dt(delta_ptr, row, idx, mask, bias, SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr = False):
-    """x = delta + bias and dt (0 where masked) for a [TS, BD] tile."""
-    x = _load_tc(delta_ptr, row, idx, mask, FIRST_FAST) + bias[None, :]
+def _dt_of(x, mask, bias, SOFTPLUS: tl.constexpr):
+    """x = delta + bias and dt (0 where masked) for a float32 [TS, BD] tile of delta."""
+    x = x + bias[None, :]
     if SOFTPLUS:
         dt = _softplus(x)
     else:
         dt = x
     return x, tl.where(mask, dt, 0.0)
+
+
+@triton.jit
+def _load_dt(delta_ptr, row, idx, mask, bias, SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr = False):
+    """x = delta + bias and dt (0 where masked) for a [TS, BD] tile."""
+    return _dt_of(_load_tc(delta_ptr, row, idx, mask, FIRST_FAST), mask, bias, SOFTPLUS)
 
 
 @triton.jit
@@ -204,30 +223,73 @@ def _tiles_program(A_ptr, D_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dbl
 
 
 @triton.jit
+def _tiles_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, sub, lo, hi, k, L, H, W, drow, urow, brow,
+                  dmask, nmask, MODE: tl.constexpr, TS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr,
+                  REV: tl.constexpr, WITH_C: tl.constexpr, GUARD: tl.constexpr):
+    """Sub-tile ``sub``'s tokens, token mask, and delta, u, B (and C) as loaded. GUARD (a prefetch, which may
+    ask for a sub-tile past the chunk): nothing is read unless lo <= sub < hi."""
+    idx, tmask = _sub_tile_tokens(sub, k, L, H, W, dirs_ptr, orders_ptr, MODE, TS, CONTIG, REV)
+    if GUARD:
+        sv = idx * 0 + sub
+        tmask = tmask & (sv >= lo) & (sv < hi)
+    m2 = tmask[:, None] & dmask[None, :]
+    xr = _raw_tc(delta_ptr, drow, idx, m2, FIRST_FAST)
+    ur = _raw_tc(u_ptr, urow, idx, m2, FIRST_FAST)
+    bm = nmask[:, None] & tmask[None, :]
+    Br = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0)
+    if WITH_C:
+        Cr = tl.load(C_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0)
+    else:
+        Cr = Br
+    return idx, tmask, xr, ur, Br, Cr
+
+
+@triton.jit
+def _summary_step(h, later, tmask, xr, ur, Br, A2, bias, dmask, SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr,
+                  REV: tl.constexpr):
+    """Add one sub-tile (inputs as _tiles_inputs loaded them) to a chunk's end state, walking from its end."""
+    # Each step's weight in the chunk's end state is exp(A * dt summed over every later step of
+    # the chunk) = exp(A * (later + after-in-sub-tile)).
+    x, dt = _dt_of(_tc_float(xr, FIRST_FAST), tmask[:, None] & dmask[None, :], bias, SOFTPLUS)
+    uu = _tc_float(ur, FIRST_FAST)
+    Bv = Br.to(tl.float32)
+    if REV:  # memory order: the later scan steps are the earlier tile elements
+        after = tl.cumsum(dt, axis=0) - dt + later[None, :]
+    else:
+        after = tl.cumsum(dt, axis=0, reverse=True) - dt + later[None, :]
+    w = tl.exp2(A2[:, None, :] * after[None, :, :])
+    h += tl.sum(w * ((dt * uu)[None, :, :] * Bv[:, :, None]), axis=1)
+    later += tl.sum(dt, axis=0)
+    return h, later
+
+
+@triton.jit
 def _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow, urow, brow, dmask,
                   nmask, NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr, MODE: tl.constexpr,
                   SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr, REV: tl.constexpr,
-                  STAGES: tl.constexpr):
-    """A chunk's end state from a zero start, and its sum of dt (see _sub_tile_tokens for CONTIG, REV)."""
-    # Sub-tiles from the last: each step's weight in the chunk's end state is exp(A * dt summed
-    # over every later step of the chunk) = exp(A * (later + after-in-sub-tile)).
+                  STAGES: tl.constexpr, PREFETCH: tl.constexpr):
+    """A chunk's end state from a zero start, and its sum of dt, sub-tiles from the last (see _sub_tile_tokens
+    for CONTIG, REV). PREFETCH: the next sub-tile's loads are issued before this one's arithmetic."""
     h = tl.zeros([NP, BD], dtype=tl.float32)
     later = tl.zeros([BD], dtype=tl.float32)
+    lo = j * SUB
+    hi = lo + SUB
+    if PREFETCH:
+        _, n_tm, n_x, n_u, n_B, _ = _tiles_inputs(u_ptr, delta_ptr, B_ptr, B_ptr, dirs_ptr, orders_ptr, hi - 1, lo,
+                                                  hi, k, L, H, W, drow, urow, brow, dmask, nmask, MODE, TS,
+                                                  FIRST_FAST, CONTIG, REV, False, False)
     for s0 in tl.range(0, SUB, num_stages=STAGES):
-        s = SUB - 1 - s0
-        idx, tmask = _sub_tile_tokens(j * SUB + s, k, L, H, W, dirs_ptr, orders_ptr, MODE, TS, CONTIG, REV)
-        m2 = tmask[:, None] & dmask[None, :]
-        x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS, FIRST_FAST)
-        uu = _load_tc(u_ptr, urow, idx, m2, FIRST_FAST)
-        Bv = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=nmask[:, None] & tmask[None, :],
-                     other=0.0).to(tl.float32)
-        if REV:  # memory order: the later scan steps are the earlier tile elements
-            after = tl.cumsum(dt, axis=0) - dt + later[None, :]
+        sub = hi - 1 - s0
+        if PREFETCH:
+            tm, xr, ur, Br = n_tm, n_x, n_u, n_B
+            _, n_tm, n_x, n_u, n_B, _ = _tiles_inputs(u_ptr, delta_ptr, B_ptr, B_ptr, dirs_ptr, orders_ptr, sub - 1,
+                                                      lo, hi, k, L, H, W, drow, urow, brow, dmask, nmask, MODE, TS,
+                                                      FIRST_FAST, CONTIG, REV, False, True)
         else:
-            after = tl.cumsum(dt, axis=0, reverse=True) - dt + later[None, :]
-        w = tl.exp2(A2[:, None, :] * after[None, :, :])
-        h += tl.sum(w * ((dt * uu)[None, :, :] * Bv[:, :, None]), axis=1)
-        later += tl.sum(dt, axis=0)
+            _, tm, xr, ur, Br, _ = _tiles_inputs(u_ptr, delta_ptr, B_ptr, B_ptr, dirs_ptr, orders_ptr, sub, lo, hi, k,
+                                                 L, H, W, drow, urow, brow, dmask, nmask, MODE, TS, FIRST_FAST,
+                                                 CONTIG, REV, False, False)
+        h, later = _summary_step(h, later, tm, xr, ur, Br, A2, bias, dmask, SOFTPLUS, FIRST_FAST, REV)
     return h, later
 
 
@@ -236,22 +298,23 @@ def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr,
                  L, H, W, K, Dm, N, n_dblk, n_chunks, n_sel, stride,
                  NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
                  MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                 FIRST_FAST: tl.constexpr = False, ROWS_CONTIG: tl.constexpr = False, STAGES: tl.constexpr = 1):
+                 FIRST_FAST: tl.constexpr = False, ROWS_CONTIG: tl.constexpr = False, STAGES: tl.constexpr = 1,
+                 PREFETCH: tl.constexpr = False):
     k, j, dmask, n, nmask, A2, bias, _, rows, drow, urow, brow, code = _tiles_program(
         A_ptr, A_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dblk, n_chunks, n_sel, NP, BD, MODE, SHARED_U,
         False, HAS_BIAS, ROWS_CONTIG)
     if code == 0:  # rows read contiguously (ROWS_CONTIG)
         h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
                                  urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
-                                 True, False, STAGES)
+                                 True, False, STAGES, PREFETCH)
     elif code == 2:
         h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
                                  urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
-                                 True, True, STAGES)
+                                 True, True, STAGES, PREFETCH)
     else:
         h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
                                  urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
-                                 False, False, STAGES)
+                                 False, False, STAGES, PREFETCH)
     tot = later
     out = (rows[None, :] * NP + n[:, None]) * stride + j
     tl.store(hsum_ptr + out, h, mask=(n < NP)[:, None] & dmask[None, :])
@@ -298,7 +361,7 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
                 NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
                 MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, SAVE_EVERY: tl.constexpr, FIRST_FAST: tl.constexpr = False,
-                ROWS_CONTIG: tl.constexpr = False, STAGES: tl.constexpr = 1):
+                ROWS_CONTIG: tl.constexpr = False, STAGES: tl.constexpr = 1, PREFETCH: tl.constexpr = False):
     # SAVE_EVERY > 0: store the state at every SAVE_EVERY-th sub-tile start (n_save of them),
     # where the backward pass starts its sub-tiles.
     k, j, dmask, n, nmask, A2, bias, Dv, rows, drow, urow, brow, code = _tiles_program(
@@ -315,15 +378,50 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
     if code == 0:  # rows read contiguously (ROWS_CONTIG)
         _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
                      n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
-                     SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, False, STAGES)
+                     SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, False, STAGES, PREFETCH)
     elif code == 2:
         _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
                      n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
-                     SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, True, STAGES)
+                     SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, True, STAGES, PREFETCH)
     else:
         _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
                      n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
-                     SAVE_EVERY, SOFTPLUS, FIRST_FAST, False, False, STAGES)
+                     SAVE_EVERY, SOFTPLUS, FIRST_FAST, False, False, STAGES, PREFETCH)
+
+
+@triton.jit
+def _output_step(h, idx, tmask, xr, ur, Br, Cr, sub, y_ptr, states_ptr, n_save, L, A2, bias, Dv, drow, srow, smask,
+                 dmask, TS: tl.constexpr, SAVE_EVERY: tl.constexpr, SOFTPLUS: tl.constexpr,
+                 FIRST_FAST: tl.constexpr, REV: tl.constexpr):
+    """One sub-tile's outputs (inputs as _tiles_inputs loaded them) from the state ``h`` entering it; the state
+    leaving it."""
+    last = tl.arange(0, TS) == TS - 1
+    m2 = tmask[:, None] & dmask[None, :]
+    x, dt = _dt_of(_tc_float(xr, FIRST_FAST), m2, bias, SOFTPLUS)
+    uu = _tc_float(ur, FIRST_FAST)
+    Bv = Br.to(tl.float32)
+    Cv = Cr.to(tl.float32)
+    if REV:
+        dt = tl.flip(dt, 0)
+        uu = tl.flip(uu, 0)
+        Bv = tl.flip(Bv, 1)
+        Cv = tl.flip(Cv, 1)
+    if SAVE_EVERY > 0:
+        keep = ((srow * 0 + sub) % SAVE_EVERY == 0) & (srow * 0 + sub * TS < L)
+        if FIRST_FAST:
+            tl.store(states_ptr + tl.trans(srow) * n_save + sub // SAVE_EVERY, tl.trans(h),
+                     mask=tl.trans(smask & keep))
+        else:
+            tl.store(states_ptr + srow * n_save + sub // SAVE_EVERY, h, mask=smask & keep)
+    a = tl.exp2(A2[:, None, :] * dt[None, :, :])
+    bx = (dt * uu)[None, :, :] * Bv[:, :, None]
+    Pc, Hc = tl.associative_scan((a, bx), 1, _linear_combine)
+    hs = Hc + Pc * h[:, None, :]
+    y = tl.sum(hs * Cv[:, :, None], axis=0) + Dv[None, :] * uu
+    if REV:
+        y = tl.flip(y, 0)
+    _store_tc(y_ptr, drow, idx, y, m2, FIRST_FAST)
+    return tl.sum(tl.where(last[None, :, None], hs, 0.0), axis=1)
 
 
 @triton.jit
@@ -331,39 +429,28 @@ def _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, st
                  A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP: tl.constexpr, BD: tl.constexpr,
                  TS: tl.constexpr, SUB: tl.constexpr, MODE: tl.constexpr, SAVE_EVERY: tl.constexpr,
                  SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr, REV: tl.constexpr,
-                 STAGES: tl.constexpr):
-    """A chunk's outputs from the state ``h`` entering it (see _sub_tile_tokens for CONTIG, REV)."""
-    last = tl.arange(0, TS) == TS - 1
+                 STAGES: tl.constexpr, PREFETCH: tl.constexpr):
+    """A chunk's outputs from the state ``h`` entering it (see _sub_tile_tokens for CONTIG, REV). PREFETCH: the
+    next sub-tile's loads are issued before this one's arithmetic (registers; any load width)."""
+    lo = j * SUB
+    hi = lo + SUB
+    if PREFETCH:
+        n_idx, n_tm, n_x, n_u, n_B, n_C = _tiles_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, lo, lo,
+                                                        hi, k, L, H, W, drow, urow, brow, dmask, nmask, MODE, TS,
+                                                        FIRST_FAST, CONTIG, REV, True, False)
     for s in tl.range(0, SUB, num_stages=STAGES):  # STAGES > 1: the next sub-tiles' loads in flight
-        sub = j * SUB + s
-        idx, tmask = _sub_tile_tokens(sub, k, L, H, W, dirs_ptr, orders_ptr, MODE, TS, CONTIG, REV)
-        m2 = tmask[:, None] & dmask[None, :]
-        x, dt = _load_dt(delta_ptr, drow, idx, m2, bias, SOFTPLUS, FIRST_FAST)
-        uu = _load_tc(u_ptr, urow, idx, m2, FIRST_FAST)
-        bm = nmask[:, None] & tmask[None, :]
-        Bv = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
-        Cv = tl.load(C_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0).to(tl.float32)
-        if REV:
-            dt = tl.flip(dt, 0)
-            uu = tl.flip(uu, 0)
-            Bv = tl.flip(Bv, 1)
-            Cv = tl.flip(Cv, 1)
-        if SAVE_EVERY > 0:
-            keep = ((srow * 0 + sub) % SAVE_EVERY == 0) & (srow * 0 + sub * TS < L)
-            if FIRST_FAST:
-                tl.store(states_ptr + tl.trans(srow) * n_save + sub // SAVE_EVERY, tl.trans(h),
-                         mask=tl.trans(smask & keep))
-            else:
-                tl.store(states_ptr + srow * n_save + sub // SAVE_EVERY, h, mask=smask & keep)
-        a = tl.exp2(A2[:, None, :] * dt[None, :, :])
-        bx = (dt * uu)[None, :, :] * Bv[:, :, None]
-        Pc, Hc = tl.associative_scan((a, bx), 1, _linear_combine)
-        hs = Hc + Pc * h[:, None, :]
-        y = tl.sum(hs * Cv[:, :, None], axis=0) + Dv[None, :] * uu
-        if REV:
-            y = tl.flip(y, 0)
-        _store_tc(y_ptr, drow, idx, y, m2, FIRST_FAST)
-        h = tl.sum(tl.where(last[None, :, None], hs, 0.0), axis=1)
+        sub = lo + s
+        if PREFETCH:
+            idx, tm, xr, ur, Br, Cr = n_idx, n_tm, n_x, n_u, n_B, n_C
+            n_idx, n_tm, n_x, n_u, n_B, n_C = _tiles_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr,
+                                                            sub + 1, lo, hi, k, L, H, W, drow, urow, brow, dmask,
+                                                            nmask, MODE, TS, FIRST_FAST, CONTIG, REV, True, True)
+        else:
+            idx, tm, xr, ur, Br, Cr = _tiles_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, sub, lo, hi,
+                                                    k, L, H, W, drow, urow, brow, dmask, nmask, MODE, TS,
+                                                    FIRST_FAST, CONTIG, REV, True, False)
+        h = _output_step(h, idx, tm, xr, ur, Br, Cr, sub, y_ptr, states_ptr, n_save, L, A2, bias, Dv, drow, srow,
+                         smask, dmask, TS, SAVE_EVERY, SOFTPLUS, FIRST_FAST, REV)
 
 
 @triton.jit

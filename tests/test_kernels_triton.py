@@ -48,7 +48,7 @@ def test_half_precision_inputs_keep_float32_state(dtype: torch.dtype, case: Case
 VARIANTS = ["forward=lines", "forward=hybrid", "forward=hybrid,rows_kernel=tiles", "forward=hybrid,cols_kernel=rows",
             "forward=hybrid,rows_gt=32,rows_sub=3", "forward=auto", "forward=tiles",
             "forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1", "grad_forward=reorder", "tiles_rows=contiguous",
-            "tiles_rows=contiguous,tiles_stages=2"]
+            "tiles_rows=contiguous,tiles_stages=2", "tiles_prefetch=1", "tiles_rows=contiguous,tiles_prefetch=1"]
 
 
 @pytest.mark.gpu
@@ -60,7 +60,7 @@ def test_kernel_variants_match_reference_on_cuda(spec: str, case: Case) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("spec", [*VARIANTS[1:4], *VARIANTS[-2:]])
+@pytest.mark.parametrize("spec", [*VARIANTS[1:4], *VARIANTS[-4:]])
 def test_kernel_variants_in_bfloat16_on_cuda(spec: str) -> None:
     case = GPU_CASES[3]
     cfg = triton_scan.config_for(case.N, case.dm, case.L, spec)
@@ -119,6 +119,9 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
                 # rows read contiguously (a reversed row's tiles flipped), a partial last sub-tile
                 (Case(1, 4, 3, 4, 5, 11, "grid"),
                  ScanConfig(forward="tiles", tiles_rows="contiguous", tiles_stages=2, **small)),
+                # the next sub-tile's inputs loaded during this one's arithmetic, columns by index, rows contiguous
+                (Case(1, 4, 3, 4, 5, 11, "grid"),
+                 ScanConfig(forward="tiles", tiles_rows="contiguous", tiles_prefetch=1, **small)),
                 (Case(1, 4, 3, 4, 5, 11, "grid"), hybrid),  # rows not a whole number of segments
                 (Case(2, 4, 3, 3, 8, 8, "grid"), hybrid),  # columns a whole number of chunks
                 (Case(1, 4, 3, 2, 5, 6, "grid"), hybrid_tiles),
@@ -151,7 +154,7 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
         for errors in json.loads(stdout.split("ERRORS")[1]):
             assert_within(errors, torch.float32)
             checked += 1
-    assert checked == 14
+    assert checked == 15
 
 
 def test_config_overrides_from_environment_and_spec(monkeypatch) -> None:
