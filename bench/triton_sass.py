@@ -33,6 +33,7 @@ GROUPS = {
     "BAR": ("BAR",),
     "LDG/STG": ("LDG", "STG"),
     "LDS/STS": ("LDS", "STS"),
+    "LDL/STL": ("LDL", "STL"),  # spilled registers' loads and stores
 }
 
 
@@ -60,10 +61,11 @@ def divisibility(fn, sig: dict[str, str]) -> dict:
             if kind.startswith("*") or n in DIVISIBLE_INTS}
 
 
-def inspect_kernel(fn, pointer_types, constexprs, warps: int, arch: int) -> dict:
+def inspect_kernel(fn, pointer_types, constexprs, warps: int, arch: int, maxnreg: int = 0) -> dict:
     sig = signature(fn, pointer_types, constexprs)
     src = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=divisibility(fn, sig))
-    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": warps})
+    options = {"num_warps": warps, **({"maxnreg": maxnreg} if maxnreg else {})}
+    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(k.asm["cubin"])
         path = f.name
@@ -73,11 +75,11 @@ def inspect_kernel(fn, pointer_types, constexprs, warps: int, arch: int) -> dict
         sass = subprocess.run([os.path.join(BIN, "cuobjdump"), "-sass", path], capture_output=True, text=True).stdout
     finally:
         os.unlink(path)
-    usage = dict(re.findall(r"(REG|LOCAL|SHARED):(\d+)", res))
+    usage = dict(re.findall(r"(REG|STACK|SHARED):(\d+)", res))  # spills land in STACK (LOCAL stays 0)
     op = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)")
     ops = collections.Counter(m.group(1).split(".")[0] for m in op.finditer(sass))
     hist = {g: sum(ops[o] for o in names) for g, names in GROUPS.items()}
-    return {"regs": int(usage.get("REG", 0)), "local": int(usage.get("LOCAL", 0)),
+    return {"regs": int(usage.get("REG", 0)), "stack": int(usage.get("STACK", 0)),
             "shared": int(usage.get("SHARED", 0)), "sass": sum(ops.values()), **hist}
 
 
@@ -106,6 +108,7 @@ def main() -> None:
                     help="ScanConfig.tiles_rows of the tiles forward kernels")
     ap.add_argument("--tiles-stages", type=int, default=1, help="ScanConfig.tiles_stages")
     ap.add_argument("--tiles-prefetch", type=int, default=0, choices=(0, 1), help="ScanConfig.tiles_prefetch")
+    ap.add_argument("--tiles-maxnreg", type=int, default=0, help="ScanConfig.tiles_maxnreg (0: no cap)")
     args = ap.parse_args()
     np2 = 1 << max(0, (args.n - 1).bit_length())
     dt = "*" + args.dtype
@@ -151,13 +154,14 @@ def main() -> None:
           f"ts={args.ts}, sub={args.sub}, bd={args.bd}, "
           f"ts_bwd={args.ts_bwd}, bd_bwd={args.bd_bwd}, rows_gt={args.rows_gt}, rows_sub={args.rows_sub}, "
           f"rows_bd={args.rows_bd}, rows_warps={args.rows_warps}, mode={args.mode}, tiles_rows={args.tiles_rows}, "
-          f"tiles_stages={args.tiles_stages}, tiles_prefetch={args.tiles_prefetch}")
-    cols = ["regs", "local", "shared", "sass", *GROUPS]
+          f"tiles_stages={args.tiles_stages}, tiles_prefetch={args.tiles_prefetch}, tiles_maxnreg={args.tiles_maxnreg}")
+    cols = ["regs", "stack", "shared", "sass", *GROUPS]
     print(f"{'kernel':14s} {'elem/thr':>8s} " + " ".join(f"{c:>7s}" for c in cols))
     for name, fn, const, warps, tile in kernels:
         if args.only and name.split("/")[0] not in args.only and name not in args.only:
             continue
-        r = inspect_kernel(fn, ptrs, const, warps, args.arch)
+        cap = args.tiles_maxnreg if name in ("_fwd_summary", "_fwd_output") else 0
+        r = inspect_kernel(fn, ptrs, const, warps, args.arch, cap)
         print(f"{name:14s} {tile // (32 * warps):8d} " + " ".join(f"{r[c]:7d}" for c in cols))
 
 

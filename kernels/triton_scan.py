@@ -79,6 +79,9 @@ class ScanConfig:
     tiles_prefetch: 1 = the tiles forward's loops load the next sub-tile's u, delta, B, C into registers before
     this one's arithmetic (any index mode and load width; Nsight Compute found half the output kernel's stall
     cycles waiting on loads). Offline SASS only so far (docs/kernels.md), so 0.
+    tiles_maxnreg: a register cap for the tiles forward kernels (ptxas .maxnreg; 0 = the compiler's choice).
+    Offline under Triton 3.6, the output kernel takes 145 registers at the default tiles (6 two-warp
+    programs per SM); 128 lets 8 run at 3-6 spilled accesses per loop. Untimed, so 0.
     Backward program: ``ts_bwd`` steps, looping over channel blocks of ``bd_bwd``; the
     forward saves the state every ``ts_bwd`` steps for it.
     """
@@ -107,6 +110,7 @@ class ScanConfig:
     tiles_rows: str = "index"
     tiles_stages: int = 1
     tiles_prefetch: int = 0
+    tiles_maxnreg: int = 0
 
     def with_spec(self, spec: str) -> ScanConfig:
         """'chunk=256,forward=tiles' -> this config with those fields changed (ValueError naming a bad one)."""
@@ -134,6 +138,8 @@ class ScanConfig:
             raise ValueError(f"ScanConfig.tiles_rows must be 'index' or 'contiguous', got {self.tiles_rows!r}")
         if self.tiles_prefetch not in (0, 1):
             raise ValueError(f"ScanConfig.tiles_prefetch must be 0 or 1, got {self.tiles_prefetch!r}")
+        if self.tiles_maxnreg and not 24 <= self.tiles_maxnreg <= 255:
+            raise ValueError(f"ScanConfig.tiles_maxnreg must be 0 (no cap) or 24..255, got {self.tiles_maxnreg!r}")
         if self.cols_kernel not in ("lines", "rows"):
             raise ValueError(f"ScanConfig.cols_kernel must be 'lines' or 'rows', got {self.cols_kernel!r}")
         if self.chunk < 1 or self.rows_sub < 1 or self.tiles_stages < 1:

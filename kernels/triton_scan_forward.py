@@ -129,6 +129,8 @@ def _tiles_part(p: _Problem, dirs: tuple[int, ...]) -> _Part:
     meta = dict(NP=p.np2, BD=cfg.bd, TS=cfg.ts, SUB=cfg.sub, num_warps=cfg.warps, MODE=p.order.mode,
                 ROWS_CONTIG=cfg.tiles_rows == "contiguous", STAGES=cfg.tiles_stages,
                 PREFETCH=bool(cfg.tiles_prefetch), **flags)
+    if cfg.tiles_maxnreg:
+        meta["maxnreg"] = cfg.tiles_maxnreg
     sizes = (p.L, p.order.H, p.order.W, p.K, p.dm, p.N, n_dblk, n_chunks)
 
     def launch(summary, hin, hsum, dtsum, stride, save):

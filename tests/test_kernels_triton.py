@@ -48,7 +48,8 @@ def test_half_precision_inputs_keep_float32_state(dtype: torch.dtype, case: Case
 VARIANTS = ["forward=lines", "forward=hybrid", "forward=hybrid,rows_kernel=tiles", "forward=hybrid,cols_kernel=rows",
             "forward=hybrid,rows_gt=32,rows_sub=3", "forward=auto", "forward=tiles",
             "forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1", "grad_forward=reorder", "tiles_rows=contiguous",
-            "tiles_rows=contiguous,tiles_stages=2", "tiles_prefetch=1", "tiles_rows=contiguous,tiles_prefetch=1"]
+            "tiles_rows=contiguous,tiles_stages=2", "tiles_prefetch=1", "tiles_rows=contiguous,tiles_prefetch=1",
+            "tiles_prefetch=1,tiles_maxnreg=128", "grad_forward=reorder,rows_gt=256,rows_warps=8"]
 
 
 @pytest.mark.gpu
@@ -60,7 +61,7 @@ def test_kernel_variants_match_reference_on_cuda(spec: str, case: Case) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("spec", [*VARIANTS[1:4], *VARIANTS[-4:]])
+@pytest.mark.parametrize("spec", [*VARIANTS[1:4], *VARIANTS[-6:]])
 def test_kernel_variants_in_bfloat16_on_cuda(spec: str) -> None:
     case = GPU_CASES[3]
     cfg = triton_scan.config_for(case.N, case.dm, case.L, spec)
@@ -172,6 +173,11 @@ def test_config_overrides_from_environment_and_spec(monkeypatch) -> None:
         base.with_spec("forward=fast")
     with pytest.raises(ValueError, match="grad_forward must be"):
         base.with_spec("grad_forward=fast")
+    with pytest.raises(ValueError, match="tiles_prefetch must be 0 or 1"):
+        base.with_spec("tiles_prefetch=2")
+    with pytest.raises(ValueError, match="tiles_maxnreg must be 0"):
+        base.with_spec("tiles_maxnreg=300")
+    assert base.with_spec("tiles_prefetch=1,tiles_maxnreg=128").tiles_maxnreg == 128
 
 
 def test_default_chunks_are_short_enough_to_fill_the_gpu() -> None:
