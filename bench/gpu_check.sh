@@ -14,6 +14,7 @@
 #   scan   (its variants compiled first in parallel processes, during the tests)
 #          bench/scan.py at 640x512 bf16: default and every variant in SCAN_VARIANTS, forward and backward,
 #          at SCAN_SIZES (default also the rows-only and cols-only splits, and 320x256), per-kernel GPU time (torch.profiler); ncu's sections if ncu exists
+#          and the registers and spills of every Triton kernel as the JIT compiled it there
 #   mamba  (after its background build) the mamba backend's gpu tests, and it beside ours in bench/scan.py
 #   model  bench/model.py tiny at 320x256 / 640x512 for the default scan, the fastest scan variant,
 #          each MODEL_VARIANTS entry, and mamba

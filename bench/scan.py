@@ -281,6 +281,41 @@ def kernel_profile(fn: Callable[[], object], calls: int = 5) -> list[tuple[str, 
     return sorted(((k, n // calls, us / calls) for k, (n, us) in stats.items()), key=lambda r: -r[2])
 
 
+def compiled_kernels() -> list[dict]:
+    """Every Triton scan kernel this process compiled, as the JIT specialised it here: registers, spill stack,
+    shared memory (bench/triton_sass.py's cuobjdump report on the cubin it loaded), warps and tile constants.
+    The offline report guesses the JIT's specialisation; this is what ran."""
+    import triton
+    from diffmf_kernels import triton_orders, triton_scan_kernels
+    from triton_sass import cubin_usage
+
+    out = []
+    for mod in (triton_scan_kernels, triton_orders):
+        for name, fn in vars(mod).items():
+            if not isinstance(fn, triton.runtime.JITFunction):
+                continue
+            for cache in getattr(fn, "device_caches", {}).values():
+                for k in cache[0].values():
+                    src = getattr(k, "src", None)
+                    consts = getattr(src, "constants", {}) or {}
+                    names = getattr(getattr(src, "fn", None), "arg_names", [])
+                    tiles = " ".join(f"{names[key[0]]}={v}" for key, v in consts.items()
+                                     if isinstance(key, tuple) and key and key[0] < len(names)
+                                     and names[key[0]].isupper())
+                    out.append({"kernel": name, "warps": k.metadata.num_warps, "constants": tiles,
+                                **cubin_usage(k.asm["cubin"])})
+    return out
+
+
+def render_compiled(kernels: list[dict]) -> str:
+    lines = ["#### Compiled Triton kernels (as the JIT built them in this run)", "",
+             "| kernel | warps | regs | spill stack B | LDL/STL | shared B | SASS | constants |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines += [f"| {k['kernel']} | {k['warps']} | {k['regs']} | {k['stack']} | {k['LDL/STL']} | {k['shared']} | "
+              f"{k['sass']} | {k['constants']} |" for k in kernels]
+    return "\n".join(lines) + "\n"
+
+
 def render_profiles(profiles: dict[str, list[tuple[str, int, float]]], problem: str) -> str:
     lines = [f"#### Forward, per kernel ({problem}, bf16; torch.profiler, mean of 5 calls)", "",
              "| backend | kernel | launches | µs | share |", "|---|---|---:|---:|---:|"]
@@ -406,6 +441,14 @@ def main(argv=None) -> None:
         write_results(args.out, info, rows, peak, profiles, str(problems[0]))  # a run cut short keeps these
         if device == "cuda":
             torch.cuda.empty_cache()
+    if device == "cuda" and any(n.startswith("triton") for n in backends):
+        try:
+            kernels = compiled_kernels()
+            with open(args.out / "scan_bench.md", "a") as f:
+                f.write("\n" + render_compiled(kernels))
+            (args.out / "compiled_kernels.json").write_text(json.dumps(kernels, indent=1))
+        except Exception as exc:  # a report on the side; the timings are written already
+            print(f"compiled-kernel report failed: {type(exc).__name__}: {exc}", file=sys.stderr)
     md = (args.out / "scan_bench.md").read_text()
     print(md)
     best: dict[tuple[str, str], Row] = {}

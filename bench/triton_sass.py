@@ -65,9 +65,13 @@ def inspect_kernel(fn, pointer_types, constexprs, warps: int, arch: int, maxnreg
     sig = signature(fn, pointer_types, constexprs)
     src = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=divisibility(fn, sig))
     options = {"num_warps": warps, **({"maxnreg": maxnreg} if maxnreg else {})}
-    k = triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options)
+    return cubin_usage(triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options).asm["cubin"])
+
+
+def cubin_usage(cubin: bytes) -> dict:
+    """Registers, spill stack, shared memory and the opcode groups of one compiled kernel (cuobjdump)."""
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
-        f.write(k.asm["cubin"])
+        f.write(cubin)
         path = f.name
     try:
         res = subprocess.run([os.path.join(BIN, "cuobjdump"), "--dump-resource-usage", path],
