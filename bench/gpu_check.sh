@@ -10,7 +10,7 @@
 #   .gpu/train_data/             the training split, packed by bench/pack_train_data.py (step train only)
 # Steps, in order (each time-boxed and logged; a failing step never stops the next one):
 #   tests  pytest -m gpu: Triton kernels and the engine vs the float64 reference, grad_forward=reorder and
-#          tiles_rows=contiguous and tiles_prefetch included (the other kernel variants' own tests last, if time is left)
+#          tiles_rows=contiguous, tiles_prefetch, tiles_fold included (the other kernel variants' own tests last, if time is left)
 #   scan   (its variants compiled first in parallel processes, during the tests)
 #          bench/scan.py at 640x512 bf16: default and every variant in SCAN_VARIANTS, forward and backward,
 #          at SCAN_SIZES (default also the rows-only and cols-only splits, and 320x256), per-kernel GPU time (torch.profiler); ncu's sections if ncu exists
@@ -33,14 +33,14 @@ MAMBA_SRC=.gpu/mamba_ssm-2.3.2.post1
 MAMBA_BUILD=/tmp/mamba_build
 # Variants (ScanConfig overrides on the problem's default) timed beside the default, forward and
 # backward (empty: none); the leases of 2026-11-26 swept the others (bench/RESULTS.md).
-SCAN_VARIANTS=${SCAN_VARIANTS-"tiles_prefetch=1 tiles_prefetch=1,tiles_maxnreg=128 tiles_maxnreg=128
-  tiles_rows=contiguous,tiles_prefetch=1 tiles_rows=contiguous
-  tiles_rows=contiguous,tiles_stages=2 tiles_stages=2 grad_forward=reorder,rows_gt=64,rows_warps=2
+SCAN_VARIANTS=${SCAN_VARIANTS-"tiles_fold=1,tiles_prefetch=1 tiles_prefetch=1 tiles_fold=1
+  tiles_fold=1,tiles_prefetch=1,tiles_maxnreg=128 tiles_rows=contiguous,tiles_fold=1,tiles_prefetch=1
+  tiles_rows=contiguous tiles_maxnreg=128 grad_forward=reorder,rows_gt=64,rows_warps=2
   grad_forward=reorder,rows_gt=256,rows_warps=8 grad_forward=reorder,rows_gt=32"}
 SCAN_SIZES=${SCAN_SIZES-"512x640 512x640:4:64:rows 512x640:4:64:cols 256x320"}
 SCAN_SMALL=${SCAN_SMALL-"128x160 64x80"}  # the tiny model's map sizes at 640x512; empty: skip
 NCU=${NCU-1}  # Nsight Compute on the default forward (when ncu exists); 0: skip
-MODEL_VARIANTS=${MODEL_VARIANTS-"tiles_prefetch=1 tiles_prefetch=1,tiles_maxnreg=128 tiles_rows=contiguous,tiles_prefetch=1"}  # + the sweep's fastest forward; forward=auto took over 60 s to compile
+MODEL_VARIANTS=${MODEL_VARIANTS-"tiles_fold=1,tiles_prefetch=1 tiles_prefetch=1 tiles_fold=1"}  # + the sweep's fastest forward; forward=auto took over 60 s to compile
 MAX_SECONDS=${MAX_SECONDS:-560}  # one device call may run 600 s: optional steps stop before that
 START=$(date +%s)
 SUMMARY="$OUT/summary.md"
@@ -119,7 +119,7 @@ if want scan; then
 fi
 
 if want tests; then  # the kernel variants' own tests run at the end, when time is left
-  step gpu_tests 210 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider -k "not variants or reorder or contiguous or prefetch or maxnreg" \
+  step gpu_tests 210 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider -k "not variants or reorder or contiguous or prefetch or maxnreg or fold" \
     tests/test_kernels_triton.py tests/test_engine.py
 fi
 

@@ -112,6 +112,7 @@ def main() -> None:
                     help="ScanConfig.tiles_rows of the tiles forward kernels")
     ap.add_argument("--tiles-stages", type=int, default=1, help="ScanConfig.tiles_stages")
     ap.add_argument("--tiles-prefetch", type=int, default=0, choices=(0, 1), help="ScanConfig.tiles_prefetch")
+    ap.add_argument("--tiles-fold", type=int, default=0, choices=(0, 1), help="ScanConfig.tiles_fold")
     ap.add_argument("--tiles-maxnreg", type=int, default=0, help="ScanConfig.tiles_maxnreg (0: no cap)")
     args = ap.parse_args()
     np2 = 1 << max(0, (args.n - 1).bit_length())
@@ -123,7 +124,7 @@ def main() -> None:
     flags = dict(MODE=args.mode, HAS_BIAS=True, SOFTPLUS=True)
     fwd = dict(NP=np2, BD=args.bd, TS=args.ts, SUB=args.sub, SHARED_U=True, FIRST_FAST=first_axis_fast(),
                ROWS_CONTIG=args.tiles_rows == "contiguous", STAGES=args.tiles_stages,
-               PREFETCH=bool(args.tiles_prefetch), **flags)
+               PREFETCH=bool(args.tiles_prefetch), FOLD=bool(args.tiles_fold), **flags)
     bwd = dict(NP=np2, BD=args.bd_bwd, TS=args.ts_bwd, **flags)
     bwd_out = dict(bwd, SHARED_U=True, HAS_D=True, FIRST_FAST=first_axis_fast())
     lines = dict(NP=np2, BD=args.bd_lines, G=args.lines, SHARED_U=True, HAS_D=True, FIRST_FAST=first_axis_fast(),
@@ -158,7 +159,8 @@ def main() -> None:
           f"ts={args.ts}, sub={args.sub}, bd={args.bd}, "
           f"ts_bwd={args.ts_bwd}, bd_bwd={args.bd_bwd}, rows_gt={args.rows_gt}, rows_sub={args.rows_sub}, "
           f"rows_bd={args.rows_bd}, rows_warps={args.rows_warps}, mode={args.mode}, tiles_rows={args.tiles_rows}, "
-          f"tiles_stages={args.tiles_stages}, tiles_prefetch={args.tiles_prefetch}, tiles_maxnreg={args.tiles_maxnreg}")
+          f"tiles_stages={args.tiles_stages}, tiles_prefetch={args.tiles_prefetch}, tiles_fold={args.tiles_fold}, "
+          f"tiles_maxnreg={args.tiles_maxnreg}")
     cols = ["regs", "stack", "shared", "sass", *GROUPS]
     print(f"{'kernel':14s} {'elem/thr':>8s} " + " ".join(f"{c:>7s}" for c in cols))
     for name, fn, const, warps, tile in kernels:
