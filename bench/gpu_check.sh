@@ -33,14 +33,14 @@ MAMBA_SRC=.gpu/mamba_ssm-2.3.2.post1
 MAMBA_BUILD=/tmp/mamba_build
 # Variants (ScanConfig overrides on the problem's default) timed beside the default, forward and
 # backward (empty: none); the leases of 2026-11-26 swept the others (bench/RESULTS.md).
-SCAN_VARIANTS=${SCAN_VARIANTS-"tiles_fold=1,tiles_prefetch=1 tiles_prefetch=1 tiles_fold=1
-  tiles_fold=1,tiles_prefetch=1,tiles_maxnreg=128 tiles_rows=contiguous,tiles_fold=1,tiles_prefetch=1
+SCAN_VARIANTS=${SCAN_VARIANTS-"tiles_fold=2,tiles_prefetch=1 tiles_prefetch=1 tiles_fold=2 tiles_fold=1
+  tiles_fold=2,tiles_prefetch=1,tiles_maxnreg=128 tiles_rows=contiguous,tiles_fold=2,tiles_prefetch=1
   tiles_rows=contiguous tiles_maxnreg=128 grad_forward=reorder,rows_gt=64,rows_warps=2
   grad_forward=reorder,rows_gt=256,rows_warps=8 grad_forward=reorder,rows_gt=32"}
 SCAN_SIZES=${SCAN_SIZES-"512x640 512x640:4:64:rows 512x640:4:64:cols 256x320"}
 SCAN_SMALL=${SCAN_SMALL-"128x160 64x80"}  # the tiny model's map sizes at 640x512; empty: skip
 NCU=${NCU-1}  # Nsight Compute on the default forward (when ncu exists); 0: skip
-MODEL_VARIANTS=${MODEL_VARIANTS-"tiles_fold=1,tiles_prefetch=1 tiles_prefetch=1 tiles_fold=1"}  # + the sweep's fastest forward; forward=auto took over 60 s to compile
+MODEL_VARIANTS=${MODEL_VARIANTS-"tiles_fold=1,tiles_prefetch=1 tiles_prefetch=1 tiles_fold=2,tiles_prefetch=1"}  # + the sweep's fastest forward; forward=auto took over 60 s to compile
 MAX_SECONDS=${MAX_SECONDS:-560}  # one device call may run 600 s: optional steps stop before that
 START=$(date +%s)
 SUMMARY="$OUT/summary.md"

@@ -112,7 +112,7 @@ def main() -> None:
                     help="ScanConfig.tiles_rows of the tiles forward kernels")
     ap.add_argument("--tiles-stages", type=int, default=1, help="ScanConfig.tiles_stages")
     ap.add_argument("--tiles-prefetch", type=int, default=0, choices=(0, 1), help="ScanConfig.tiles_prefetch")
-    ap.add_argument("--tiles-fold", type=int, default=0, choices=(0, 1), help="ScanConfig.tiles_fold")
+    ap.add_argument("--tiles-fold", type=int, default=0, choices=(0, 1, 2), help="ScanConfig.tiles_fold")
     ap.add_argument("--tiles-maxnreg", type=int, default=0, help="ScanConfig.tiles_maxnreg (0: no cap)")
     args = ap.parse_args()
     np2 = 1 << max(0, (args.n - 1).bit_length())
@@ -124,7 +124,7 @@ def main() -> None:
     flags = dict(MODE=args.mode, HAS_BIAS=True, SOFTPLUS=True)
     fwd = dict(NP=np2, BD=args.bd, TS=args.ts, SUB=args.sub, SHARED_U=True, FIRST_FAST=first_axis_fast(),
                ROWS_CONTIG=args.tiles_rows == "contiguous", STAGES=args.tiles_stages,
-               PREFETCH=bool(args.tiles_prefetch), FOLD=bool(args.tiles_fold), **flags)
+               PREFETCH=bool(args.tiles_prefetch), FOLD=args.tiles_fold, **flags)
     bwd = dict(NP=np2, BD=args.bd_bwd, TS=args.ts_bwd, **flags)
     bwd_out = dict(bwd, SHARED_U=True, HAS_D=True, FIRST_FAST=first_axis_fast())
     lines = dict(NP=np2, BD=args.bd_lines, G=args.lines, SHARED_U=True, HAS_D=True, FIRST_FAST=first_axis_fast(),

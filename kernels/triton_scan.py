@@ -80,8 +80,11 @@ class ScanConfig:
     this one's arithmetic (any index mode and load width; Nsight Compute found half the output kernel's stall
     cycles waiting on loads). Offline SASS only so far (docs/kernels.md), so 0.
     tiles_fold: 1 = the tiles output kernel folds the state entering a sub-tile into its first step (b_0 + a_0 h)
-    instead of adding running product x state after the scan; offline under Triton 3.6 the loop drops from 996
-    to 899 instructions (139 instead of 145 registers). Same recurrence, other rounding; untimed, so 0.
+    instead of adding running product x state after the scan; 2 = also the summary kernel, which then runs that
+    recurrence in scan order instead of weighting steps by exp(A x later dt). Offline under Triton 3.6 at
+    N=16, Dm=64: output 996 -> 899, summary 753 -> 698 instructions per loop; at the tiny model's N=8, Dm=8
+    (steps spread over lanes) the summary's recurrence costs more shuffles: 334 -> 545. Same recurrence,
+    other rounding; untimed, so 0.
     tiles_maxnreg: a register cap for the tiles forward kernels (ptxas .maxnreg; 0 = the compiler's choice).
     Offline under Triton 3.6, the output kernel takes 145 registers at the default tiles (6 two-warp
     programs per SM); 128 lets 8 run at 3-6 spilled accesses per loop. Untimed, so 0.
@@ -140,9 +143,10 @@ class ScanConfig:
                              f"'reorder', got {self.grad_forward!r}")
         if self.tiles_rows not in ("index", "contiguous"):
             raise ValueError(f"ScanConfig.tiles_rows must be 'index' or 'contiguous', got {self.tiles_rows!r}")
-        for name in ("tiles_prefetch", "tiles_fold"):
-            if getattr(self, name) not in (0, 1):
-                raise ValueError(f"ScanConfig.{name} must be 0 or 1, got {getattr(self, name)!r}")
+        if self.tiles_prefetch not in (0, 1):
+            raise ValueError(f"ScanConfig.tiles_prefetch must be 0 or 1, got {self.tiles_prefetch!r}")
+        if self.tiles_fold not in (0, 1, 2):
+            raise ValueError(f"ScanConfig.tiles_fold must be 0, 1 or 2, got {self.tiles_fold!r}")
         if self.tiles_maxnreg and not 24 <= self.tiles_maxnreg <= 255:
             raise ValueError(f"ScanConfig.tiles_maxnreg must be 0 (no cap) or 24..255, got {self.tiles_maxnreg!r}")
         if self.cols_kernel not in ("lines", "rows"):

@@ -128,7 +128,7 @@ def _tiles_part(p: _Problem, dirs: tuple[int, ...]) -> _Part:
     flags = {k: v for k, v in p.flags.items() if k != "HAS_D"}
     meta = dict(NP=p.np2, BD=cfg.bd, TS=cfg.ts, SUB=cfg.sub, num_warps=cfg.warps, MODE=p.order.mode,
                 ROWS_CONTIG=cfg.tiles_rows == "contiguous", STAGES=cfg.tiles_stages,
-                PREFETCH=bool(cfg.tiles_prefetch), FOLD=bool(cfg.tiles_fold), **flags)
+                PREFETCH=bool(cfg.tiles_prefetch), FOLD=cfg.tiles_fold, **flags)
     if cfg.tiles_maxnreg:
         meta["maxnreg"] = cfg.tiles_maxnreg
     sizes = (p.L, p.order.H, p.order.W, p.K, p.dm, p.N, n_dblk, n_chunks)

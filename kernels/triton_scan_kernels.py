@@ -264,12 +264,12 @@ def _last_step(hs, TS: tl.constexpr):
 @triton.jit
 def _summary_step(h, later, tmask, xr, ur, Br, A2, bias, dmask, TS: tl.constexpr, SOFTPLUS: tl.constexpr,
                   FIRST_FAST: tl.constexpr, REV: tl.constexpr, FOLD: tl.constexpr):
-    """Add one sub-tile (inputs as _tiles_inputs loaded them) to a chunk's end state: FOLD, sub-tiles in scan
+    """Add one sub-tile (inputs as _tiles_inputs loaded them) to a chunk's end state: FOLD > 1, sub-tiles in scan
     order by the output kernel's recurrence (_fold_scan); else from the chunk's end, by weights."""
     x, dt = _dt_of(_tc_float(xr, FIRST_FAST), tmask[:, None] & dmask[None, :], bias, SOFTPLUS)
     uu = _tc_float(ur, FIRST_FAST)
     Bv = Br.to(tl.float32)
-    if FOLD:
+    if FOLD > 1:
         if REV:  # memory order is the scan order backwards
             dt = tl.flip(dt, 0)
             uu = tl.flip(uu, 0)
@@ -300,7 +300,7 @@ def _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, 
     later = tl.zeros([BD], dtype=tl.float32)
     lo = j * SUB
     hi = lo + SUB
-    if FOLD:
+    if FOLD > 1:
         step = 1
         start = lo
     else:
@@ -331,7 +331,7 @@ def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr,
                  NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
                  MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                  FIRST_FAST: tl.constexpr = False, ROWS_CONTIG: tl.constexpr = False, STAGES: tl.constexpr = 1,
-                 PREFETCH: tl.constexpr = False, FOLD: tl.constexpr = False):
+                 PREFETCH: tl.constexpr = False, FOLD: tl.constexpr = 0):
     k, j, dmask, n, nmask, A2, bias, _, rows, drow, urow, brow, code = _tiles_program(
         A_ptr, A_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dblk, n_chunks, n_sel, NP, BD, MODE, SHARED_U,
         False, HAS_BIAS, ROWS_CONTIG)
@@ -394,7 +394,7 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
                 MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, SAVE_EVERY: tl.constexpr, FIRST_FAST: tl.constexpr = False,
                 ROWS_CONTIG: tl.constexpr = False, STAGES: tl.constexpr = 1, PREFETCH: tl.constexpr = False,
-                FOLD: tl.constexpr = False):
+                FOLD: tl.constexpr = 0):
     # SAVE_EVERY > 0: store the state at every SAVE_EVERY-th sub-tile start (n_save of them),
     # where the backward pass starts its sub-tiles.
     k, j, dmask, n, nmask, A2, bias, Dv, rows, drow, urow, brow, code = _tiles_program(
@@ -427,7 +427,7 @@ def _output_step(h, idx, tmask, xr, ur, Br, Cr, sub, y_ptr, states_ptr, n_save, 
                  dmask, TS: tl.constexpr, SAVE_EVERY: tl.constexpr, SOFTPLUS: tl.constexpr,
                  FIRST_FAST: tl.constexpr, REV: tl.constexpr, FOLD: tl.constexpr):
     """One sub-tile's outputs (inputs as _tiles_inputs loaded them) from the state ``h`` entering it; the state
-    leaving it. FOLD: by _fold_scan, else Hc + Pc h after a scan from zero."""
+    leaving it. FOLD > 0: by _fold_scan, else Hc + Pc h after a scan from zero."""
     m2 = tmask[:, None] & dmask[None, :]
     x, dt = _dt_of(_tc_float(xr, FIRST_FAST), m2, bias, SOFTPLUS)
     uu = _tc_float(ur, FIRST_FAST)
@@ -447,7 +447,7 @@ def _output_step(h, idx, tmask, xr, ur, Br, Cr, sub, y_ptr, states_ptr, n_save, 
             tl.store(states_ptr + srow * n_save + sub // SAVE_EVERY, h, mask=smask & keep)
     a = tl.exp2(A2[:, None, :] * dt[None, :, :])
     bx = (dt * uu)[None, :, :] * Bv[:, :, None]
-    if FOLD:
+    if FOLD > 0:
         hs = _fold_scan(a, bx, h, TS)
     else:
         Pc, Hc = tl.associative_scan((a, bx), 1, _linear_combine)
