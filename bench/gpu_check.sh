@@ -38,7 +38,8 @@ SCAN_VARIANTS=${SCAN_VARIANTS-"tiles_fold=2,tiles_prefetch=1 tiles_prefetch=1 ti
   tiles_rows=contiguous tiles_maxnreg=128 grad_forward=reorder,rows_gt=64,rows_warps=2
   grad_forward=reorder,rows_gt=256,rows_warps=8 grad_forward=reorder,rows_gt=32"}
 SCAN_SIZES=${SCAN_SIZES-"512x640 512x640:4:64:rows 512x640:4:64:cols 256x320"}
-SCAN_SMALL=${SCAN_SMALL-"128x160 64x80"}  # the tiny model's map sizes at 640x512; empty: skip
+SCAN_SMALL=${SCAN_SMALL-"128x160:4:32:n8 128x320:4:32:n8 40x32:4:64:n8"}  # the tiny model's scans at 640x512 (its
+# commonest first: variants run there only); empty: skip
 NCU=${NCU-1}  # Nsight Compute on the default forward (when ncu exists); 0: skip
 MODEL_VARIANTS=${MODEL_VARIANTS-"tiles_fold=1,tiles_prefetch=1 tiles_prefetch=1 tiles_fold=2,tiles_prefetch=1"}  # + the sweep's fastest forward; forward=auto took over 60 s to compile
 MAX_SECONDS=${MAX_SECONDS:-560}  # one device call may run 600 s: optional steps stop before that
@@ -143,10 +144,11 @@ PYEOF
     echo "- fastest correct scan variant at 640x512: $BEST" >> "$SUMMARY"
     [[ " $MODEL_VARIANTS " == *" $BEST "* ]] || MODEL_VARIANTS="$BEST $MODEL_VARIANTS"
   fi
-  # The tiny model scans 160x128-token maps at 640x512 (and smaller): there the default 256-step
-  # chunks leave ~300 programs for 132 SMs. Shorter chunks, timed on that size:
+  # The tiny model's own scan shapes (N=8, 32-64 channels, 160x128-token maps and smaller at 640x512), with
+  # the forward variants timed on the commonest:
   [ -n "$SCAN_SMALL" ] && fits bench_scan_small 40 && step bench_scan_small 60 $PY bench/scan.py \
-    --out "$OUT/scan_small" --sizes $SCAN_SMALL --dtypes bf16 --repeat 20 --triton-config sub=16 --triton-config sub=32
+    --out "$OUT/scan_small" --sizes $SCAN_SMALL --dtypes bf16 --repeat 20 --triton-config tiles_fold=2,tiles_prefetch=1 \
+    --triton-config tiles_fold=2 --triton-config tiles_prefetch=1
   if [ "$NCU" = 1 ] && ! command -v ncu > /dev/null; then
     echo "- ncu: not on this machine" >> "$SUMMARY"
     NCU=0

@@ -382,11 +382,14 @@ def parse_args(argv=None):
 
 
 def parse_size(spec: str) -> Problem:
-    """HxW[:K:Dm[:rows|cols]]"""
+    """HxW[:K:Dm][:nN][:rows|cols], e.g. 512x640, 512x640:4:64:cols, 128x160:4:32:n8 (N=16 unless given)."""
     hw, *rest = spec.split(":")
     h, w = (int(v) for v in hw.lower().split("x"))
-    K, dm = (int(rest[0]), int(rest[1])) if len(rest) >= 2 else (4, 64)
-    return Problem(h, w, K, dm, lines=rest[2] if len(rest) >= 3 else "all")
+    nums = [int(v) for v in rest if v.isdigit()]
+    K, dm = (nums[0], nums[1]) if len(nums) >= 2 else (4, 64)
+    N = next((int(v[1:]) for v in rest if v[:1] == "n" and v[1:].isdigit()), 16)
+    lines = next((v for v in rest if v in ("rows", "cols")), "all")
+    return Problem(h, w, K, dm, N=N, lines=lines)
 
 
 def main(argv=None) -> None:

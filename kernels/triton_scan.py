@@ -82,9 +82,10 @@ class ScanConfig:
     tiles_fold: 1 = the tiles output kernel folds the state entering a sub-tile into its first step (b_0 + a_0 h)
     instead of adding running product x state after the scan; 2 = also the summary kernel, which then runs that
     recurrence in scan order instead of weighting steps by exp(A x later dt). Offline under Triton 3.6 at
-    N=16, Dm=64: output 996 -> 899, summary 753 -> 698 instructions per loop; at the tiny model's N=8, Dm=8
-    (steps spread over lanes) the summary's recurrence costs more shuffles: 334 -> 545. Same recurrence,
-    other rounding; untimed, so 0.
+    N=16, Dm=64: output 996 -> 899, summary 753 -> 698 instructions per loop (the tiny model's N=8, 32
+    channels: 1338 -> 1211, 1096 -> 988); with channels filling less than a warp (N=8, Dm=8: steps spread over
+    lanes) the summary's recurrence costs more shuffles, 334 -> 545. Same recurrence, other rounding; untimed,
+    so 0.
     tiles_maxnreg: a register cap for the tiles forward kernels (ptxas .maxnreg; 0 = the compiler's choice).
     Offline under Triton 3.6, the output kernel takes 145 registers at the default tiles (6 two-warp
     programs per SM); 128 lets 8 run at 3-6 spilled accesses per loop. Untimed, so 0.
@@ -189,11 +190,12 @@ def _config_for(N: int, Dm: int, L: int, lines: int, env: str | None, spec: str 
 
 
 # Tile elements (channels x states x steps) a tiles forward should work on at once across its programs. With
-# fewer, a frame waits on the sequential sub-tiles of a few long chunks: the tiny model (8 channels, N=8,
-# 160x128-token maps at 640x512) ran 20-160 one-warp programs of 512-step chunks per scan, 82 K elements,
-# and took 6.8 ms per frame on an H100; 4.4-4.5 ms with 128- or 64-step chunks, 4.4 ms with this rule's 32
-# (1.3 M), which also took 320x256 from 4.9 to 2.2 ms (bench/RESULTS.md, 2026-11-26). A 64-channel scan on
-# the same map (1.3 M elements at 256-step chunks) gained nothing from shorter ones.
+# fewer, a frame waits on the sequential sub-tiles of a few long chunks: the tiny model (32-64 channels per
+# direction, N=8, maps of 160x128 down to 40x32 tokens at 640x512) ran 12-320 programs of 512-step chunks per
+# scan, 0.05-0.65 M elements, and took 6.8 ms per frame on an H100; 4.4 ms with this rule's chunks (128 steps
+# on the 160x128 maps, 32-256 elsewhere; 0.66-1.3 M elements), which also took 320x256 from 4.9 to 2.2 ms
+# (bench/RESULTS.md, 2026-11-26). The 640x512 benchmark's 64-channel, N=16 scan (21 M elements at 256-step
+# chunks) gained nothing from shorter ones.
 FILL_ELEMENTS = 1 << 20
 
 
