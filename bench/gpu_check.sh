@@ -41,7 +41,7 @@ SCAN_SIZES=${SCAN_SIZES-"512x640 512x640:4:64:rows 512x640:4:64:cols 256x320"}
 SCAN_SMALL=${SCAN_SMALL-"128x160:4:32:n8 128x320:4:32:n8 40x32:4:64:n8"}  # the tiny model's scans at 640x512 (its
 # commonest first: variants run there only); empty: skip
 NCU=${NCU-1}  # Nsight Compute on the default forward (when ncu exists); 0: skip
-MODEL_VARIANTS=${MODEL_VARIANTS-"tiles_fold=1,tiles_prefetch=1 tiles_prefetch=1 tiles_fold=2,tiles_prefetch=1"}  # + the sweep's fastest forward; forward=auto took over 60 s to compile
+MODEL_VARIANTS=${MODEL_VARIANTS-"tiles_fold=2,tiles_prefetch=1 tiles_fold=2 tiles_prefetch=1"}  # + the sweep's fastest forward; forward=auto took over 60 s to compile
 MAX_SECONDS=${MAX_SECONDS:-560}  # one device call may run 600 s: optional steps stop before that
 START=$(date +%s)
 SUMMARY="$OUT/summary.md"
