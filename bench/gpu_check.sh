@@ -9,8 +9,9 @@
 #   .gpu/mamba_ssm-2.3.2.post1/  mamba-ssm's sdist with csrc/selective_scan (the peer kernel, built here)
 #   .gpu/train_data/             the training split, packed by bench/pack_train_data.py (step train only)
 # Steps, in order (each time-boxed and logged; a failing step never stops the next one):
-#   tests  pytest -m gpu: Triton kernels and the engine vs the float64 reference, grad_forward=reorder and
-#          tiles_rows=contiguous, tiles_prefetch, tiles_fold included (the other kernel variants' own tests last, if time is left)
+#   tests  pytest -m gpu: Triton kernels and the engine vs the float64 reference (grad_forward=reorder included),
+#          then the untimed forward variants (tiles_rows, tiles_prefetch, tiles_fold, tiles_maxnreg); the older
+#          variants' own tests last, if time is left
 #   scan   (its variants compiled first in parallel processes, during the tests)
 #          bench/scan.py at 640x512 bf16: default and every variant in SCAN_VARIANTS, forward and backward,
 #          at SCAN_SIZES (default also the rows-only and cols-only splits, and 320x256), per-kernel GPU time (torch.profiler); ncu's sections if ncu exists
@@ -120,8 +121,11 @@ if want scan; then
 fi
 
 if want tests; then  # the kernel variants' own tests run at the end, when time is left
-  step gpu_tests 210 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider -k "not variants or reorder or contiguous or prefetch or maxnreg or fold" \
+  # -v: a step cut short by its limit still logs each test it finished
+  step gpu_tests 150 $PY -m pytest -v -rA -m gpu -o addopts="" -p no:cacheprovider -k "not variants or reorder" \
     tests/test_kernels_triton.py tests/test_engine.py
+  step gpu_tests_new_variants 150 $PY -m pytest -v -rA -m gpu -o addopts="" -p no:cacheprovider \
+    -k "variants and (contiguous or prefetch or maxnreg or fold) and not reorder" tests/test_kernels_triton.py
 fi
 
 if want scan; then
@@ -193,7 +197,8 @@ if want model; then
 fi
 
 if want tests && fits gpu_variant_tests 120; then
-  step gpu_variant_tests 150 $PY -m pytest -q -rA -m gpu -o addopts="" -p no:cacheprovider -k variants \
+  step gpu_variant_tests 150 $PY -m pytest -v -rA -m gpu -o addopts="" -p no:cacheprovider \
+    -k "variants and not (reorder or contiguous or prefetch or maxnreg or fold)" \
     tests/test_kernels_triton.py
 fi
 
