@@ -46,8 +46,11 @@ def _tokens(t, k, L, H, W, dirs_ptr, orders_ptr, MODE: tl.constexpr):
         idx = t
     elif MODE == 1:
         code = tl.load(dirs_ptr + k)
-        tt = tl.where((code & 2) != 0, L - 1 - t, t)
-        idx = tl.where((code & 1) != 0, (tt % H) * W + tt // H, tt)
+        # unsigned: tokens are never negative where they are read, and unsigned division needs no sign fix-ups
+        # (Triton 3.6, sm_90: 44-54 fewer instructions per loop in the tiny model's tiles kernels)
+        tt = tl.where((code & 2) != 0, L - 1 - t, t).to(tl.uint32)
+        hu = H.to(tl.uint32)
+        idx = tl.where((code & 1) != 0, (tt % hu) * W + tt // hu, tt).to(tl.int32)
     else:
         idx = tl.load(orders_ptr + k * L + t, mask=(t >= 0) & (t < L), other=0)
     return idx
