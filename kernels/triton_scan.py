@@ -87,8 +87,8 @@ class ScanConfig:
     lanes) the summary's recurrence costs more shuffles, 334 -> 545. Same recurrence, other rounding; untimed,
     so 0.
     tiles_maxnreg: a register cap for the tiles forward kernels (ptxas .maxnreg; 0 = the compiler's choice).
-    Offline under Triton 3.6, the output kernel takes 145 registers at the default tiles (6 two-warp
-    programs per SM); 128 lets 8 run at 3-6 spilled accesses per loop. Untimed, so 0.
+    Offline under Triton 3.6 the default output kernel takes 128 registers (8 two-warp programs per SM),
+    with tiles_prefetch / tiles_fold 138-144 (7); 128 keeps 8 at a few spilled accesses per loop. Untimed, so 0.
     Backward program: ``ts_bwd`` steps, looping over channel blocks of ``bd_bwd``; the
     forward saves the state every ``ts_bwd`` steps for it.
     """
