@@ -82,7 +82,7 @@ class ScanConfig:
     tiles_fold: 1 = the tiles output kernel folds the state entering a sub-tile into its first step (b_0 + a_0 h)
     instead of adding running product x state after the scan; 2 = also the summary kernel, which then runs that
     recurrence in scan order instead of weighting steps by exp(A x later dt). Offline under Triton 3.6 at
-    N=16, Dm=64: output 996 -> 899, summary 753 -> 698 instructions per loop (the tiny model's N=8, 32
+    N=16, Dm=64: output 1005 -> 876, summary 717 -> 665 instructions per loop (the tiny model's N=8, 32
     channels: 1338 -> 1211, 1096 -> 988); with channels filling less than a warp (N=8, Dm=8: steps spread over
     lanes) the summary's recurrence costs more shuffles, 334 -> 545. Same recurrence, other rounding; untimed,
     so 0.
