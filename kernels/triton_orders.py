@@ -7,10 +7,13 @@ index_put with accumulation for the gradient of the shared u. Measured on an H10
 (bench/RESULTS.md; 640x512, K=4, Dm=64, bf16) those copies made the mamba backend take
 5.4 ms forward / 23.8 ms backward against 3.2 / 8.0 ms for its kernel on pre-ordered inputs.
 
-Here a program copies one TY x TX tile of the H x W map for one (batch, direction, channel).
-It branches on the direction once, so that in each branch the loads and stores are seen to
-be contiguous (along x in raster order, along y in a column scan), and Triton transposes the
-column directions' tiles on chip. Orders that are not grid scans keep torch's gather.
+Here a program copies one TY x TX tile of the H x W map for one (batch, direction) and up to
+MAX_CPB channels in turn. It branches on the direction once, so that in each branch the loads
+and stores are seen to be contiguous (along x in raster order, along y in a column scan), and
+Triton transposes the column directions' tiles on chip. The reversed directions' scan side runs
+backwards through a tile: those accesses stay 2-byte ones (coalesced, one instruction per element;
+a tl.flip of the tile did not make them vector accesses under Triton 3.6 or 3.9). Orders that are
+not grid scans keep torch's gather.
 The Triton scan's ``grad_forward="reorder"`` uses the same copies to give its rows kernels
 contiguous lines in every direction.
 """
@@ -24,45 +27,64 @@ import triton.language as tl
 from .triton_scan import MODE_GRID, TokenOrder
 
 TY, TX, WARPS = 32, 64, 4
+# A program copies its tile for up to MAX_CPB channels in turn when the copy has at least TARGET_PROGRAMS
+# programs' worth of tiles without that: one 4 KB tile per program made 250 K programs at 640x512, K=4,
+# Dm=64 (1.45 ms of copies around mamba-ssm's kernel on an H100, ~30 % of the copy bandwidth); small maps
+# keep one channel per program so that they still spread over the GPU.
+MAX_CPB, TARGET_PROGRAMS = 8, 4096
 
 
 @triton.jit
-def _move(src, dst, raster_base, scan_base, raster, t, mask, TO_SCAN: tl.constexpr):
-    if TO_SCAN:
-        v = tl.load(src + raster_base + raster, mask=mask)
-        tl.store(dst + scan_base + t, v, mask=mask)
-    else:
-        v = tl.load(src + scan_base + t, mask=mask)
-        tl.store(dst + raster_base + raster, v, mask=mask)
+def _move(src, dst, raster_base, scan_base, raster, t, mask, c0, CH, L, TO_SCAN: tl.constexpr,
+          CPB: tl.constexpr):
+    # Channels c0 .. c0 + CPB - 1 (those below CH): consecutive rows, L apart, on both sides.
+    for ci in tl.static_range(CPB):
+        m = mask & (raster * 0 + c0 + ci < CH)
+        off = ci * L
+        if TO_SCAN:
+            v = tl.load(src + raster_base + off + raster, mask=m)
+            tl.store(dst + scan_base + off + t, v, mask=m)
+        else:
+            v = tl.load(src + scan_base + off + t, mask=m)
+            tl.store(dst + raster_base + off + raster, v, mask=m)
 
 
 @triton.jit
-def _grid_copy(src, dst, codes, H, W, L, CH, K, KS, n_tx, n_tiles, TO_SCAN: tl.constexpr, TY: tl.constexpr,
-               TX: tl.constexpr):
-    # Program (row, tile), one grid axis (the others stop at 65535): row = (batch, direction k,
-    # channel) of the scan-order tensor; the raster side is direction k % KS of the same batch and
-    # channel (KS = 1: one raster map for all k).
+def _grid_copy(src, dst, codes, H, W, L, CH, K, KS, n_tx, n_tiles, n_cb, TO_SCAN: tl.constexpr, TY: tl.constexpr,
+               TX: tl.constexpr, CPB: tl.constexpr):
+    # Program (row block, tile), one grid axis (the others stop at 65535): a row block is CPB channels of one
+    # (batch, direction k) of the scan-order tensor; the raster side is direction k % KS of the same batch
+    # and channels (KS = 1: one raster map for all k).
     pid = tl.program_id(0)
-    row = pid // n_tiles
+    blk = pid // n_tiles
     tile = pid % n_tiles
-    c = row % CH
-    k = (row // CH) % K
-    b = row // (CH * K)
+    c0 = (blk % n_cb) * CPB
+    k = (blk // n_cb) % K
+    b = blk // (n_cb * K)
     code = tl.load(codes + k)
-    scan_base = row.to(tl.int64) * L
-    raster_base = ((b * KS + k % KS) * CH + c).to(tl.int64) * L
+    scan_base = ((b * K + k) * CH + c0).to(tl.int64) * L
+    raster_base = ((b * KS + k % KS) * CH + c0).to(tl.int64) * L
     y = (tile // n_tx) * TY + tl.arange(0, TY)[:, None]
     x = (tile % n_tx) * TX + tl.arange(0, TX)[None, :]
     mask = (y < H) & (x < W)
     raster = y * W + x
     if code == 0:
-        _move(src, dst, raster_base, scan_base, raster, raster, mask, TO_SCAN)
+        _move(src, dst, raster_base, scan_base, raster, raster, mask, c0, CH, L, TO_SCAN, CPB)
     elif code == 1:
-        _move(src, dst, raster_base, scan_base, raster, x * H + y, mask, TO_SCAN)
+        _move(src, dst, raster_base, scan_base, raster, x * H + y, mask, c0, CH, L, TO_SCAN, CPB)
     elif code == 2:
-        _move(src, dst, raster_base, scan_base, raster, L - 1 - raster, mask, TO_SCAN)
+        _move(src, dst, raster_base, scan_base, raster, L - 1 - raster, mask, c0, CH, L, TO_SCAN, CPB)
     else:
-        _move(src, dst, raster_base, scan_base, raster, L - 1 - (x * H + y), mask, TO_SCAN)
+        _move(src, dst, raster_base, scan_base, raster, L - 1 - (x * H + y), mask, c0, CH, L, TO_SCAN, CPB)
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (max(1, n).bit_length() - 1)
+
+
+def channels_per_program(programs_one_each: int, channels: int) -> int:
+    """How many channels a program copies: up to MAX_CPB while TARGET_PROGRAMS programs remain."""
+    return min(MAX_CPB, _pow2_floor(programs_one_each // TARGET_PROGRAMS), 1 << (channels - 1).bit_length())
 
 
 def _launch(x: torch.Tensor, order: TokenOrder, K: int, ch: int, to_scan: bool) -> torch.Tensor:
@@ -71,8 +93,11 @@ def _launch(x: torch.Tensor, order: TokenOrder, K: int, ch: int, to_scan: bool) 
     n_tx = triton.cdiv(order.W, TX)
     out = torch.empty(b, K * ch, L, dtype=x.dtype, device=x.device)
     n_tiles = triton.cdiv(order.H, TY) * n_tx
-    _grid_copy[(b * K * ch * n_tiles,)](x.contiguous(), out, order.table, order.H, order.W, L, ch, K, kc // ch,
-                                        n_tx, n_tiles, TO_SCAN=to_scan, TY=TY, TX=TX, num_warps=WARPS)
+    cpb = channels_per_program(b * K * ch * n_tiles, ch)
+    n_cb = triton.cdiv(ch, cpb)
+    _grid_copy[(b * K * n_cb * n_tiles,)](x.contiguous(), out, order.table, order.H, order.W, L, ch, K, kc // ch,
+                                          n_tx, n_tiles, n_cb, TO_SCAN=to_scan, TY=TY, TX=TX, CPB=cpb,
+                                          num_warps=WARPS)
     return out
 
 

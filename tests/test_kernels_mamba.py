@@ -167,8 +167,11 @@ def test_grid_copies_in_the_interpreter_match_torch() -> None:
         from diffmf_kernels import mamba_scan
         from scan_cases import Case, check_scan
         assert mamba_scan._grid_copies(t.scan_orders(2, 3, "cpu"), torch.device("cpu")) is not None
-        for case in t.ORDER_CASES:
-            t._check_grid_copies(*case, "cpu")
+        from diffmf_kernels import triton_orders
+        for target in (triton_orders.TARGET_PROGRAMS, 1):  # 1: several channels per program, partial blocks
+            triton_orders.TARGET_PROGRAMS = target
+            for case in t.ORDER_CASES:
+                t._check_grid_copies(*case, "cpu")
         ops = t._standin_module()
         for dtype in (torch.float32, torch.bfloat16):
             errors = check_scan(lambda *a: mamba_scan.scan_with(ops, *a).to(a[0].dtype), Case(2, 4, 3, 4, 5, 7, "grid"),
