@@ -3,10 +3,13 @@
 No GPU needed: Triton ships ptxas/cuobjdump, so on any machine this prints per kernel
 the registers, spills (local memory), shared memory and a static SASS opcode histogram
 (MUFU = exp2/log special-function ops, FP32 FMA/MUL/ADD, shuffles, barriers, global
-loads/stores). Elements per thread per loop iteration give the per-element cost that the
-tile sizes trade against register pressure. A development aid, not a benchmark.
+loads/stores); with --loops also per loop body, i.e. per iteration. Elements per thread per
+loop iteration give the per-element cost that the tile sizes trade against register pressure.
+A development aid, not a benchmark. "_fwd_output/inf" is the inference kernel, "/sav" the one
+that saves states for a backward.
 
     python bench/triton_sass.py [--arch 90] [--dtype bf16] [--n 16] [--ts 4 --sub 64 --bd 64 ...]
+    python bench/triton_sass.py --only _fwd_output _fwd_summary --loops --tiles-fold 2   # docs/kernels.md
 """
 
 from __future__ import annotations
@@ -80,11 +83,28 @@ def cubin_usage(cubin: bytes) -> dict:
     finally:
         os.unlink(path)
     usage = dict(re.findall(r"(REG|STACK|SHARED):(\d+)", res))  # spills land in STACK (LOCAL stays 0)
-    op = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)")
-    ops = collections.Counter(m.group(1).split(".")[0] for m in op.finditer(sass))
-    hist = {g: sum(ops[o] for o in names) for g, names in GROUPS.items()}
+    inst = [(int(a, 16), o.split(".")[0], rest) for a, o, rest in
+            re.findall(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P\w+\s+)?([A-Z0-9_.]+)([^;]*);", sass)]
+    ops = collections.Counter(o for _, o, _ in inst)
     return {"regs": int(usage.get("REG", 0)), "stack": int(usage.get("STACK", 0)),
-            "shared": int(usage.get("SHARED", 0)), "sass": sum(ops.values()), **hist}
+            "shared": int(usage.get("SHARED", 0)), "sass": sum(ops.values()), **_groups(ops),
+            "loops": _loops(inst)}
+
+
+def _groups(ops: collections.Counter) -> dict:
+    return {g: sum(ops[o] for o in names) for g, names in GROUPS.items()}
+
+
+def _loops(inst: list[tuple[int, str, str]]) -> list[dict]:
+    """Each loop body (a branch back to a lower address): its instruction count and opcode groups, in code order.
+    A kernel that branches once per program on the direction holds a copy of its loop per branch."""
+    out = []
+    for addr, op, rest in inst:
+        target = re.search(r"0x([0-9a-f]+)", rest) if op == "BRA" else None
+        if target and int(target.group(1), 16) < addr:
+            body = collections.Counter(o for a, o, _ in inst if int(target.group(1), 16) <= a <= addr)
+            out.append({"sass": sum(body.values()), **_groups(body)})
+    return out
 
 
 def main() -> None:
@@ -107,6 +127,7 @@ def main() -> None:
     ap.add_argument("--rows-bd", type=int, default=2)
     ap.add_argument("--rows-warps", type=int, default=1)
     ap.add_argument("--only", nargs="*", help="kernel names to compile (default: all)")
+    ap.add_argument("--loops", action="store_true", help="also the counts of each loop body (one iteration)")
     ap.add_argument("--mode", type=int, default=1, help="0 identity, 1 grid arithmetic, 2 table")
     ap.add_argument("--tiles-rows", default="index", choices=("index", "contiguous"),
                     help="ScanConfig.tiles_rows of the tiles forward kernels")
@@ -143,7 +164,8 @@ def main() -> None:
         ("_fwd_rows/out", tk._fwd_rows, dict(rows, SUMMARY=False, SAVE=False), args.rows_warps, tile_rows),
         ("_fwd_rows/sav", tk._fwd_rows, dict(rows, SUMMARY=False, SAVE=True), args.rows_warps, tile_rows),
         ("_fwd_summary", tk._fwd_summary, fwd, args.warps, args.bd * np2 * args.ts),
-        ("_fwd_output", tk._fwd_output, dict(fwd, HAS_D=True, SAVE_EVERY=args.ts_bwd // args.ts), args.warps,
+        ("_fwd_output/inf", tk._fwd_output, dict(fwd, HAS_D=True, SAVE_EVERY=0), args.warps, args.bd * np2 * args.ts),
+        ("_fwd_output/sav", tk._fwd_output, dict(fwd, HAS_D=True, SAVE_EVERY=args.ts_bwd // args.ts), args.warps,
          args.bd * np2 * args.ts),
         ("_carry", tk._carry, dict(NP=np2, R=32, CT=64, REVERSE=False), 4, 32 * 64),
         ("_bwd_rows_summary", tk._bwd_rows_summary, {k: v for k, v in rows.items() if k not in ("SHARED_U", "HAS_D")},
@@ -162,13 +184,16 @@ def main() -> None:
           f"tiles_stages={args.tiles_stages}, tiles_prefetch={args.tiles_prefetch}, tiles_fold={args.tiles_fold}, "
           f"tiles_maxnreg={args.tiles_maxnreg}")
     cols = ["regs", "stack", "shared", "sass", *GROUPS]
-    print(f"{'kernel':14s} {'elem/thr':>8s} " + " ".join(f"{c:>7s}" for c in cols))
+    print(f"{'kernel':16s} {'elem/thr':>8s} " + " ".join(f"{c:>7s}" for c in cols))
     for name, fn, const, warps, tile in kernels:
         if args.only and name.split("/")[0] not in args.only and name not in args.only:
             continue
-        cap = args.tiles_maxnreg if name in ("_fwd_summary", "_fwd_output") else 0
+        cap = args.tiles_maxnreg if name.split("/")[0] in ("_fwd_summary", "_fwd_output") else 0
         r = inspect_kernel(fn, ptrs, const, warps, args.arch, cap)
-        print(f"{name:14s} {tile // (32 * warps):8d} " + " ".join(f"{r[c]:7d}" for c in cols))
+        print(f"{name:16s} {tile // (32 * warps):8d} " + " ".join(f"{r[c]:7d}" for c in cols))
+        if args.loops:
+            for loop in r["loops"]:
+                print(f"{'  loop':16s} {'':8s} {'':7s} {'':7s} {'':7s} " + " ".join(f"{loop[c]:7d}" for c in cols[3:]))
 
 
 if __name__ == "__main__":
