@@ -83,7 +83,7 @@ class ScanConfig:
     instead of adding running product x state after the scan; 2 = also the summary kernel, which then runs that
     recurrence in scan order instead of weighting steps by exp(A x later dt). Offline under Triton 3.6 at
     N=16, Dm=64: output 1005 -> 876, summary 717 -> 665 instructions per loop (the tiny model's N=8, 32
-    channels: 1338 -> 1211, 1096 -> 988); with channels filling less than a warp (N=8, Dm=8: steps spread over
+    channels: 1329 -> 1167, 1037 -> 934); with channels filling less than a warp (N=8, Dm=8: steps spread over
     lanes) the summary's recurrence costs more shuffles, 334 -> 545. Same recurrence, other rounding; untimed,
     so 0.
     tiles_maxnreg: a register cap for the tiles forward kernels (ptxas .maxnreg; 0 = the compiler's choice).
