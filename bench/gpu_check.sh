@@ -10,7 +10,8 @@
 #   .gpu/train_data/             the training split, packed by bench/pack_train_data.py (step train only)
 # Steps, in order (each time-boxed and logged; a failing step never stops the next one):
 #   tests  pytest -m gpu: Triton kernels and the engine vs the float64 reference (grad_forward=reorder included),
-#          then the untimed forward variants (tiles_rows, tiles_prefetch, tiles_fold, tiles_maxnreg); the older
+#          then (after the scan step) the untimed forward variants (tiles_rows, tiles_prefetch, tiles_fold,
+#          tiles_maxnreg); the older
 #          variants' own tests last, if time is left
 #   scan   (its variants compiled first in parallel processes, during the tests)
 #          bench/scan.py at 640x512 bf16: default and every variant in SCAN_VARIANTS, forward and backward,
@@ -124,8 +125,6 @@ if want tests; then  # the kernel variants' own tests run at the end, when time 
   # -v: a step cut short by its limit still logs each test it finished
   step gpu_tests 150 $PY -m pytest -v -rA -m gpu -o addopts="" -p no:cacheprovider -k "not variants or reorder" \
     tests/test_kernels_triton.py tests/test_engine.py
-  step gpu_tests_new_variants 150 $PY -m pytest -v -rA -m gpu -o addopts="" -p no:cacheprovider \
-    -k "variants and (contiguous or prefetch or maxnreg or fold) and not reorder" tests/test_kernels_triton.py
 fi
 
 if want scan; then
@@ -148,6 +147,16 @@ PYEOF
     echo "- fastest correct scan variant at 640x512: $BEST" >> "$SUMMARY"
     [[ " $MODEL_VARIANTS " == *" $BEST "* ]] || MODEL_VARIANTS="$BEST $MODEL_VARIANTS"
   fi
+fi
+
+# The untimed forward variants' own tests (every gradient too), after their timings: the table above already
+# compares each variant's forward output with the default's (max rel diff).
+if want tests && fits gpu_tests_new_variants 90; then
+  step gpu_tests_new_variants 120 $PY -m pytest -v -rA -m gpu -o addopts="" -p no:cacheprovider \
+    -k "variants and (contiguous or prefetch or maxnreg or fold) and not reorder" tests/test_kernels_triton.py
+fi
+
+if want scan; then
   # The tiny model's own scan shapes (N=8, 32-64 channels, 160x128-token maps and smaller at 640x512), with
   # the forward variants timed on the commonest:
   [ -n "$SCAN_SMALL" ] && fits bench_scan_small 40 && step bench_scan_small 60 $PY bench/scan.py \
