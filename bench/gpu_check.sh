@@ -11,8 +11,7 @@
 # Steps, in order (each time-boxed and logged; a failing step never stops the next one):
 #   tests  pytest -m gpu: Triton kernels and the engine vs the float64 reference (grad_forward=reorder included),
 #          then (after the scan step) the untimed forward variants (tiles_rows, tiles_prefetch, tiles_fold,
-#          tiles_maxnreg); the older
-#          variants' own tests last, if time is left
+#          tiles_maxnreg); the older variants' own tests last, if time is left
 #   scan   (its variants compiled first in parallel processes, during the tests)
 #          bench/scan.py at 640x512 bf16: default and every variant in SCAN_VARIANTS, forward and backward,
 #          at SCAN_SIZES (default also the rows-only and cols-only splits, and 320x256), per-kernel GPU time (torch.profiler); ncu's sections if ncu exists
