@@ -194,7 +194,7 @@ def _config_for(N: int, Dm: int, L: int, lines: int, env: str | None, spec: str 
 # direction, N=8, maps of 160x128 down to 40x32 tokens at 640x512) ran 12-320 programs of 512-step chunks per
 # scan, 0.05-0.65 M elements, and took 6.8 ms per frame on an H100; 4.4 ms with this rule's chunks (128 steps
 # on the 160x128 maps, 32-256 elsewhere; 0.66-1.3 M elements), which also took 320x256 from 4.9 to 2.2 ms
-# (bench/RESULTS.md, 2026-11-26). The 640x512 benchmark's 64-channel, N=16 scan (21 M elements at 256-step
+# (bench/RESULTS.md, 2026-11-26). A 64-channel, N=16 scan on the 160x128 map (1.3 M elements at 256-step
 # chunks) gained nothing from shorter ones.
 FILL_ELEMENTS = 1 << 20
 
