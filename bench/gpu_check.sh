@@ -17,7 +17,8 @@
 #          at SCAN_SIZES (default also the rows-only and cols-only splits, and 320x256), per-kernel GPU time (torch.profiler); ncu's sections if ncu exists
 #          and the registers and spills of every Triton kernel as the JIT compiled it there
 #   mamba  (after its background build) the mamba backend's gpu tests, and it beside ours in bench/scan.py
-#   model  bench/model.py tiny at 320x256 / 640x512 for the default scan, the fastest scan variant,
+#   model  bench/model.py tiny at 320x256 / 640x512 for the default scan (and the scan's share of a frame's
+#          GPU time), the fastest scan variant,
 #          each MODEL_VARIANTS entry, and mamba
 #   node   bench/node_latency.py (ROS 2 across processes)
 #   train  the tiny preset on the packed split for TRAIN_MINUTES
@@ -189,7 +190,7 @@ fi
 
 if want model; then
   fits bench_model 60 && step bench_model 90 env DIFFMF_SCAN_BACKEND=triton $PY bench/model.py --presets tiny \
-    --out "$OUT/model_default" --repeat 30 --budget 3 --scaling 512
+    --out "$OUT/model_default" --repeat 30 --budget 3 --scaling 512 --profile
   i=0
   for v in $MODEL_VARIANTS; do
     i=$((i + 1))

@@ -100,6 +100,30 @@ def bench_preset(preset: str, device: str | None, dtype: str | None, sizes, repe
     return {"preset": preset, "info": engine.info(), "untrained_weights": engine_untrained, "rows": rows}
 
 
+SCAN_KERNELS = ("_fwd_", "_carry", "_bwd_", "_grid_copy", "selective_scan")  # Triton's and mamba-ssm's
+
+
+def scan_share(engine: FusionEngine, h: int, w: int) -> dict:
+    """GPU time of one eager model call at h x w by kernel (torch.profiler), and the selective scan's share: how
+    much of a frame a faster scan could win. Eager, so that each kernel is seen (the graph replays the same)."""
+    from scan import kernel_profile  # bench/scan.py
+
+    ir, vi = (torch.rand(1, 1, h, w, device=engine.device, dtype=engine.dtype) for _ in range(2))
+    with torch.inference_mode():
+        rows = kernel_profile(lambda: engine.model(ir, vi), calls=3)
+    total = sum(us for _, _, us in rows)
+    scan = sum(us for name, _, us in rows if name.startswith(SCAN_KERNELS) or "selective_scan" in name)
+    return {"h": h, "w": w, "gpu_us": total, "scan_us": scan, "top": rows[:8]}
+
+
+def render_share(preset: str, share: dict) -> list[str]:
+    lines = ["", f"GPU time of one eager {preset} call at {share['w']}x{share['h']} (torch.profiler): "
+             f"{share['gpu_us'] / 1e3:.2f} ms, of which the selective scan {share['scan_us'] / 1e3:.2f} ms "
+             f"({100 * share['scan_us'] / max(share['gpu_us'], 1e-9):.0f} %)", "",
+             "| kernel | launches | µs |", "|---|---:|---:|"]
+    return lines + [f"| {name} | {n} | {us:.0f} |" for name, n, us in share["top"]]
+
+
 def slope(rows) -> float:
     xs = [math.log(r["h"] * r["w"]) for r in rows]
     ys = [math.log(r["model_ms"]) for r in rows]
@@ -118,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-base-above", type=int, default=None,
                     help="on slow machines: largest side the base preset is timed at")
     ap.add_argument("--out", type=Path, default=None, help="folder for model.md and model.json")
+    ap.add_argument("--profile", action="store_true",
+                    help="CUDA: also the GPU time per kernel of one 640x512 call and the scan's share of it")
     args = ap.parse_args(argv)
 
     results = []
@@ -132,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         res = bench_preset(preset, args.device, args.dtype, sizes, args.repeat, args.budget)
         res.update(params=params, dense_gmacs_per_mp=dense / 1e9, scan_gmacs_per_mp=scan / 1e9,
                    slope=slope([r for r in res["rows"] if r["h"] == r["w"]]))
+        if args.profile and torch.cuda.is_available() and args.device != "cpu":
+            res["profile"] = scan_share(FusionEngine(preset=preset, device=args.device, dtype=args.dtype), 512, 640)
         results.append(res)
 
     lines = [f"### Model benchmark — {results[0]['info']['device']}, {datetime.date.today()}", "",
@@ -148,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Scaling (model ms): " + "; ".join(
         f"{r['preset']}: " + ", ".join(f"{x['w']}²={x['model_ms']:.1f}" for x in r["rows"] if x["h"] == x["w"])
         for r in results)]
+    for r in results:
+        if "profile" in r:
+            lines += render_share(r["preset"], r["profile"])
     table = "\n".join(lines)
     print("\n" + table)
     if args.out:
