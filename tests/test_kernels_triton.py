@@ -170,20 +170,12 @@ def test_config_overrides_from_environment_and_spec(monkeypatch) -> None:
     monkeypatch.setenv(triton_scan.CONFIG_ENV, "forward=hybrid, rows_gt=256")
     cfg = triton_scan.config_for(16, 64, 512 * 640, "rows_gt=64,rows_kernel=tiles")
     assert (cfg.forward, cfg.rows_gt, cfg.rows_kernel, cfg.ts) == ("hybrid", 64, "tiles", base.ts)
-    with pytest.raises(ValueError, match="no field 'tile'"):
-        base.with_spec("tile=3")
-    with pytest.raises(ValueError, match="name=value"):
-        base.with_spec("forward")
-    with pytest.raises(ValueError, match="forward must be"):
-        base.with_spec("forward=fast")
-    with pytest.raises(ValueError, match="grad_forward must be"):
-        base.with_spec("grad_forward=fast")
-    with pytest.raises(ValueError, match="tiles_prefetch must be 0 or 1"):
-        base.with_spec("tiles_prefetch=2")
-    with pytest.raises(ValueError, match="tiles_fold must be 0, 1 or 2"):
-        base.with_spec("tiles_fold=-1")
-    with pytest.raises(ValueError, match="tiles_maxnreg must be 0"):
-        base.with_spec("tiles_maxnreg=300")
+    bad = [("tile=3", "no field 'tile'"), ("forward", "name=value"), ("forward=fast", "forward must be"),
+           ("grad_forward=fast", "grad_forward must be"), ("tiles_prefetch=2", "tiles_prefetch must be 0 or 1"),
+           ("tiles_fold=-1", "tiles_fold must be 0, 1 or 2"), ("tiles_maxnreg=300", "tiles_maxnreg must be 0")]
+    for spec, message in bad:
+        with pytest.raises(ValueError, match=message):
+            base.with_spec(spec)
     assert base.with_spec("tiles_prefetch=1,tiles_maxnreg=128").tiles_maxnreg == 128
 
 
@@ -194,14 +186,15 @@ def test_default_chunks_are_short_enough_to_fill_the_gpu() -> None:
 
     big = triton_scan.default_config(16, 64, 512 * 640, lines=4)
     assert big.ts * big.sub == 256  # the measured default at 640x512
-    tiny_map = triton_scan.default_config(8, 8, 128 * 160, lines=4)  # the tiny model's scans at 640x512
+    # the tiny model's commonest scan at 640x512 (N=8, 32 channels per direction, a 160x128 map)
+    tiny_map = triton_scan.default_config(8, 32, 128 * 160, lines=4)
     fill = triton_scan.FILL_ELEMENTS
-    assert tiny_map.ts * tiny_map.sub < 256 and elements(tiny_map, 8, 8, 128 * 160, 4) >= fill
+    assert tiny_map.ts * tiny_map.sub < 256 and elements(tiny_map, 8, 32, 128 * 160, 4) >= fill
     doubled = replace(tiny_map, sub=tiny_map.sub * 2)  # the longest chunk that still fills it
-    assert tiny_map.sub == tiny_map.ts_bwd // tiny_map.ts or elements(doubled, 8, 8, 128 * 160, 4) < fill
+    assert tiny_map.sub == tiny_map.ts_bwd // tiny_map.ts or elements(doubled, 8, 32, 128 * 160, 4) < fill
     assert triton_scan.default_config(16, 64, 128 * 160, lines=4).sub == big.sub  # 64 channels fill it already
-    batch = triton_scan.default_config(8, 8, 128 * 160, lines=64)
-    assert batch.sub > tiny_map.sub and elements(batch, 8, 8, 128 * 160, 64) >= fill
+    batch = triton_scan.default_config(8, 32, 128 * 160, lines=64)
+    assert batch.sub > tiny_map.sub and elements(batch, 8, 32, 128 * 160, 64) >= fill
     floor = triton_scan.default_config(8, 8, 64, lines=1)  # never shorter than one backward step block
     assert floor.ts * floor.sub == floor.ts_bwd
 
