@@ -82,7 +82,8 @@ def time_call(fn, device, repeat: int, budget_s: float) -> float:
     return statistics.median(times)
 
 
-def bench_preset(preset: str, device: str | None, dtype: str | None, sizes, repeat: int, budget_s: float) -> dict:
+def bench_preset(preset: str, device: str | None, dtype: str | None, sizes, repeat: int, budget_s: float,
+                 profile: bool = False) -> dict:
     engine = FusionEngine(preset=preset, device=device, dtype=dtype)
     engine_untrained = engine.checkpoint is None
     dev = engine.device
@@ -97,10 +98,13 @@ def bench_preset(preset: str, device: str | None, dtype: str | None, sizes, repe
         fuse_ms = time_call(lambda a=ir_np, b=vi_np: engine.fuse(a, b), dev, max(3, repeat // 2), budget_s)
         rows.append({"h": h, "w": w, "model_ms": model_ms, "fuse_ms": fuse_ms})
         print(f"  {preset:5s} {w}x{h}: model {model_ms:9.2f} ms   fuse() {fuse_ms:9.2f} ms", flush=True)
-    return {"preset": preset, "info": engine.info(), "untrained_weights": engine_untrained, "rows": rows}
+    res = {"preset": preset, "info": engine.info(), "untrained_weights": engine_untrained, "rows": rows}
+    if profile and dev.type == "cuda":
+        res["profile"] = scan_share(engine, 512, 640)
+    return res
 
 
-SCAN_KERNELS = ("_fwd_", "_carry", "_bwd_", "_grid_copy", "selective_scan")  # Triton's and mamba-ssm's
+SCAN_KERNELS = ("_fwd_", "_carry", "_bwd_", "_grid_copy")  # Triton's; mamba-ssm's kernels name selective_scan
 
 
 def scan_share(engine: FusionEngine, h: int, w: int) -> dict:
@@ -155,11 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [(256, 320), (512, 640)] + [(s, s) for s in args.scaling]
         if preset == "base" and args.skip_base_above:
             sizes = [s for s in sizes if max(s) <= args.skip_base_above]
-        res = bench_preset(preset, args.device, args.dtype, sizes, args.repeat, args.budget)
+        res = bench_preset(preset, args.device, args.dtype, sizes, args.repeat, args.budget, args.profile)
         res.update(params=params, dense_gmacs_per_mp=dense / 1e9, scan_gmacs_per_mp=scan / 1e9,
                    slope=slope([r for r in res["rows"] if r["h"] == r["w"]]))
-        if args.profile and torch.cuda.is_available() and args.device != "cpu":
-            res["profile"] = scan_share(FusionEngine(preset=preset, device=args.device, dtype=args.dtype), 512, 640)
         results.append(res)
 
     lines = [f"### Model benchmark — {results[0]['info']['device']}, {datetime.date.today()}", "",
