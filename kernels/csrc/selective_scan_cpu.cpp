@@ -123,17 +123,59 @@ struct Grads {
   acc_t* gbias;       // (Bt, KD) or null
 };
 
-// In place, for each row of W lanes: row[0] = sum of the row, by halving (each step is a
-// contiguous, vectorisable loop; a per-row horizontal sum would be scalar adds).
+// row_sums(m, rows, out): out[r] = sum of the W lanes of row r of m ([rows][W]).
+//
+// The backward pass needs these sums (dL/dB and dL/dC over a block's channels) for every
+// step and state. For float rows of 16 lanes with GNU vector extensions, 16 rows at a time
+// go through a 4-level shuffle-and-add tree in registers (~3 instructions per row); else
+// (double, other compilers) the rows are summed by halving, each step a vectorisable loop.
+#if defined(__clang__)
+#define DIFFMF_SHUFFLE(x, y, ...) __builtin_shufflevector(x, y, __VA_ARGS__)
+#elif defined(__GNUC__)
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+#define DIFFMF_SHUFFLE(x, y, ...) __builtin_shuffle(x, y, (i32x16){__VA_ARGS__})
+#endif
+
+#ifdef DIFFMF_SHUFFLE
+typedef float f32x16 __attribute__((vector_size(64)));
+
+// Sums of 16 rows of 16 floats. Level k adds the two halves of 2^(4-k)-lane blocks of two
+// vectors, keeping both vectors' partials side by side; feeding the rows in bit-reversed
+// order leaves the 16 sums in natural order.
+inline void row_sums16(const float* m, float* out) {
+  f32x16 v[16];
+  for (int r = 0; r < 16; ++r) std::memcpy(&v[r], m + W * (((r & 1) << 3) | ((r & 2) << 1) | ((r & 4) >> 1) | (r >> 3)), 64);
+  for (int k = 0; k < 8; ++k)
+    v[k] = DIFFMF_SHUFFLE(v[2 * k], v[2 * k + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+           DIFFMF_SHUFFLE(v[2 * k], v[2 * k + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  for (int k = 0; k < 4; ++k)
+    v[k] = DIFFMF_SHUFFLE(v[2 * k], v[2 * k + 1], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
+           DIFFMF_SHUFFLE(v[2 * k], v[2 * k + 1], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+  for (int k = 0; k < 2; ++k)
+    v[k] = DIFFMF_SHUFFLE(v[2 * k], v[2 * k + 1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
+           DIFFMF_SHUFFLE(v[2 * k], v[2 * k + 1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+  v[0] = DIFFMF_SHUFFLE(v[0], v[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
+         DIFFMF_SHUFFLE(v[0], v[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+  std::memcpy(out, &v[0], 64);
+}
+#endif
+
 template <typename acc_t>
-void sum_lanes(acc_t* m, int64_t rows) {
+void row_sums(acc_t* m, int64_t rows, acc_t* out) {
+  int64_t r0 = 0;
+#ifdef DIFFMF_SHUFFLE
+  if constexpr (sizeof(acc_t) == 4 && W == 16) {
+    for (; r0 + 16 <= rows; r0 += 16) row_sums16(m + r0 * W, out + r0);
+  }
+#endif
   for (int w = W / 2; w > 0; w /= 2) {
-    for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t r = r0; r < rows; ++r) {
       acc_t* row = m + r * W;
 #pragma omp simd
       for (int l = 0; l < w; ++l) row[l] += row[l + w];
     }
   }
+  for (int64_t r = r0; r < rows; ++r) out[r] = m[r * W];
 }
 
 // One task = one block of up to W channels of one (batch, direction). The W channels sit
@@ -151,12 +193,12 @@ struct Scan {
   struct Work {
     int64_t b, k, d0, nl;  // batch, direction, first channel, live lanes
     std::vector<int64_t> idx;
-    std::vector<acc_t> Bc, Cc, At, Dl, biasl, x, dt, u, du, gy, a, h, gh, gBl, gCl, h0, state;
+    std::vector<acc_t> Bc, Cc, At, Dl, biasl, x, dt, u, du, gy, a, h, gh, gBl, gCl, gBt, gCt, h0, state;
     Work(int64_t N, int64_t b_, int64_t k_, int64_t d0_, int64_t nl_, bool backward)
         : b(b_), k(k_), d0(d0_), nl(nl_), idx(TT), Bc(TT * N), Cc(TT * N), At(N * W), Dl(W), biasl(W),
           x(TT * W), dt(TT * W), u(TT * W), du(TT * W), gy(backward ? TT * W : 0),
           a(backward ? TT * N * W : 0), h(backward ? TT * N * W : 0), gh(backward ? N * W : 0),
-          gBl(backward ? TT * N * W : 0), gCl(backward ? TT * N * W : 0), h0(N * W), state(N * W, acc_t(0)) {}
+          gBl(backward ? N * W : 0), gCl(backward ? N * W : 0), gBt(backward ? N : 0), gCt(backward ? N : 0), h0(N * W), state(N * W, acc_t(0)) {}
   };
 
   int64_t channel(const Work& w, int64_t l) const { return w.k * p.Dm + w.d0 + l; }
@@ -255,6 +297,8 @@ struct Scan {
     acc_t gD[W] = {}, gbias[W] = {};
     std::fill(w.gh.begin(), w.gh.end(), acc_t(0));  // carry: a_{t+1} * dL/dh_{t+1}
     const acc_t* At = w.At.data();
+    acc_t* gB = g.gB + ((blk * p.Bt + w.b) * p.K + w.k) * N * p.L;
+    acc_t* gC = g.gC + ((blk * p.Bt + w.b) * p.K + w.k) * N * p.L;
     for (int64_t j = nch - 1; j >= 0; --j) {
       const int64_t s = j * TT, T = std::min(TT, p.L - s);
       load_chunk(w, s, T);
@@ -299,8 +343,8 @@ struct Scan {
           const acc_t* ht = &w.h[(t * N + n) * W];
           const acc_t* hp = t > 0 ? &w.h[((t - 1) * N + n) * W] : &w.h0[n * W];
           acc_t* cr = &w.gh[n * W];
-          acc_t* gbl = &w.gBl[(t * N + n) * W];
-          acc_t* gcl = &w.gCl[(t * N + n) * W];
+          acc_t* gbl = &w.gBl[n * W];
+          acc_t* gcl = &w.gCl[n * W];
           acc_t* gan = &gA[n * W];
 #pragma omp simd
           for (int l = 0; l < W; ++l) {
@@ -313,6 +357,13 @@ struct Scan {
             gan[l] += gl * dt[l];
             cr[l] = at[l] * gh;
           }
+        }
+        // dL/dB and dL/dC of this step sum over the block's channels (lanes).
+        row_sums(w.gBl.data(), N, w.gBt.data());
+        row_sums(w.gCl.data(), N, w.gCt.data());
+        for (int64_t n = 0; n < N; ++n) {
+          gB[n * p.L + w.idx[t]] = w.gBt[n];
+          gC[n * p.L + w.idx[t]] = w.gCt[n];
         }
 #pragma omp simd
         for (int l = 0; l < W; ++l) {
@@ -340,18 +391,6 @@ struct Scan {
         for (int64_t t = 0; t < T; ++t) {
           gur[w.idx[t]] = gu[t * W + l];
           gdr[w.idx[t]] = gdt[t * W + l];
-        }
-      }
-      // dL/dB and dL/dC sum over the block's channels (lanes).
-      sum_lanes(w.gBl.data(), T * N);
-      sum_lanes(w.gCl.data(), T * N);
-      const int64_t base = ((blk * p.Bt + w.b) * p.K + w.k) * N * p.L;
-      for (int64_t n = 0; n < N; ++n) {
-        acc_t* gBr = g.gB + base + n * p.L;
-        acc_t* gCr = g.gC + base + n * p.L;
-        for (int64_t t = 0; t < T; ++t) {
-          gBr[w.idx[t]] = w.gBl[(t * N + n) * W];
-          gCr[w.idx[t]] = w.gCl[(t * N + n) * W];
         }
       }
     }
