@@ -17,10 +17,12 @@ from diffmf_core.ops import selective_scan
 pytestmark = pytest.mark.skipif(cpu_scan.unavailable_reason() is not None,
                                 reason=f"native CPU scan unavailable: {cpu_scan.unavailable_reason()}")
 
-# L never a multiple of the kernel's 64-step chunk or its 16-channel lane block; N in {1, 4, 16}.
+# L never a multiple of the kernel's 64-step chunk or its 16-channel lane block; N in {1, 4, 8, 16}
+# (8 and 16 run the kernel's unrolled instantiations and in-register lane sums, the rest its generic code).
 CASES = [
     Case(2, 4, 3, 4, 5, 7, "grid"),
     Case(1, 4, 17, 16, 9, 15, "grid"),
+    Case(1, 4, 19, 8, 7, 11, "grid"),
     Case(2, 2, 5, 1, 3, 43, "perm"),
     Case(1, 1, 16, 16, 1, 130, "none"),
     Case(2, 2, 3, 4, 1, 77, "none", softplus=False, with_D=False, with_bias=False),
@@ -55,7 +57,7 @@ def test_forward_and_gradients_match_reference(case: Case, dtype: torch.dtype) -
         assert max_rel(g, r) < grad_tol, f"d{name}: {max_rel(g, r):.2e}"
 
 
-@pytest.mark.parametrize("case", CASES[:3], ids=str)
+@pytest.mark.parametrize("case", CASES[:4], ids=str)
 def test_bfloat16_inputs_keep_float32_state(case: Case) -> None:
     xs, orders = make_inputs(case, torch.float32)
     # Activations in bf16, parameters in fp32 (the model's mixed-precision layout).

@@ -43,6 +43,25 @@ inline float load(const uint16_t* p, int64_t i) {  // bfloat16 bits -> float
   return f;
 }
 
+// Token gathers and scatters between raster rows and a chunk's [t][...] buffers. Kept out of
+// line (and restrict): inlined into the large unrolled scan code, GCC 12 had spilled these
+// loops' counters to the stack in some instantiations, which made the forward 1.5x slower.
+#if defined(__GNUC__)
+#define DIFFMF_NOINLINE __attribute__((noinline))
+#else
+#define DIFFMF_NOINLINE
+#endif
+template <typename in_t, typename acc_t>
+DIFFMF_NOINLINE void gather(const in_t* __restrict src, const int64_t* __restrict idx, int64_t T, acc_t* __restrict dst,
+                   int64_t stride, acc_t add) {
+  for (int64_t t = 0; t < T; ++t) dst[t * stride] = load(src, idx[t]) + add;
+}
+template <typename acc_t>
+DIFFMF_NOINLINE void scatter(const acc_t* __restrict src, int64_t stride, const int64_t* __restrict idx, int64_t T,
+                    acc_t* __restrict dst) {
+  for (int64_t t = 0; t < T; ++t) dst[idx[t]] = src[t * stride];
+}
+
 // ---- math: branch-free float versions that vectorise; double uses libm ---------------
 inline float exp_approx(float x) {
   // Cephes-style expf: x = k*ln2 + r, |r| <= ln2/2, degree-6 polynomial, scale by 2^k.
@@ -126,9 +145,10 @@ struct Grads {
 // row_sums(m, rows, out): out[r] = sum of the W lanes of row r of m ([rows][W]).
 //
 // The backward pass needs these sums (dL/dB and dL/dC over a block's channels) for every
-// step and state. For float rows of 16 lanes with GNU vector extensions, 16 rows at a time
-// go through a 4-level shuffle-and-add tree in registers (~3 instructions per row); else
-// (double, other compilers) the rows are summed by halving, each step a vectorisable loop.
+// step and state. For float rows of 16 lanes with GNU vector extensions, 16 or 8 rows at a
+// time go through a shuffle-and-add tree in registers (~3 instructions per row at 16); other
+// rows (double, other compilers, a remainder) are summed by halving, each step a vectorisable
+// loop. Both add the lanes in the same order, so the sums are bit-identical.
 #if defined(__clang__)
 #define DIFFMF_SHUFFLE(x, y, ...) __builtin_shufflevector(x, y, __VA_ARGS__)
 #elif defined(__GNUC__)
@@ -139,24 +159,39 @@ typedef int32_t i32x16 __attribute__((vector_size(64)));
 #ifdef DIFFMF_SHUFFLE
 typedef float f32x16 __attribute__((vector_size(64)));
 
-// Sums of 16 rows of 16 floats. Level k adds the two halves of 2^(4-k)-lane blocks of two
-// vectors, keeping both vectors' partials side by side; feeding the rows in bit-reversed
-// order leaves the 16 sums in natural order.
-inline void row_sums16(const float* m, float* out) {
-  f32x16 v[16];
-  for (int r = 0; r < 16; ++r) std::memcpy(&v[r], m + W * (((r & 1) << 3) | ((r & 2) << 1) | ((r & 4) >> 1) | (r >> 3)), 64);
-  for (int k = 0; k < 8; ++k)
+constexpr int bit_reverse(int r, int bits) {
+  int out = 0;
+  for (int b = 0; b < bits; ++b) out |= ((r >> b) & 1) << (bits - 1 - b);
+  return out;
+}
+
+// R = 16 or 8 rows. Level k adds the two halves of 2^(4-k)-lane blocks of two vectors, keeping
+// both vectors' partials side by side (a lone vector is paired with itself). Rows fed in
+// bit-reversed order come out in order: row r's sum at lane r * 16 / R.
+template <int R>
+inline void row_sums_tree(const float* m, float* out) {
+  static_assert(R == 16 || R == 8, "tree of 16 or 8 rows");
+  constexpr int bits = R == 16 ? 4 : 3;
+  f32x16 v[R];
+  for (int r = 0; r < R; ++r) std::memcpy(&v[r], m + W * bit_reverse(r, bits), sizeof(f32x16));
+  int n = R;
+  for (int k = 0; k < n / 2; ++k)
     v[k] = DIFFMF_SHUFFLE(v[2 * k], v[2 * k + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
            DIFFMF_SHUFFLE(v[2 * k], v[2 * k + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
-  for (int k = 0; k < 4; ++k)
+  n /= 2;
+  for (int k = 0; k < n / 2; ++k)
     v[k] = DIFFMF_SHUFFLE(v[2 * k], v[2 * k + 1], 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27) +
            DIFFMF_SHUFFLE(v[2 * k], v[2 * k + 1], 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
-  for (int k = 0; k < 2; ++k)
+  n /= 2;
+  for (int k = 0; k < n / 2; ++k)
     v[k] = DIFFMF_SHUFFLE(v[2 * k], v[2 * k + 1], 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29) +
            DIFFMF_SHUFFLE(v[2 * k], v[2 * k + 1], 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+  if (n == 2) v[1] = v[0];
   v[0] = DIFFMF_SHUFFLE(v[0], v[1], 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30) +
          DIFFMF_SHUFFLE(v[0], v[1], 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
-  std::memcpy(out, &v[0], 64);
+  float f[16];
+  std::memcpy(f, &v[0], sizeof f);
+  for (int r = 0; r < R; ++r) out[r] = f[r * 16 / R];
 }
 #endif
 
@@ -165,7 +200,11 @@ void row_sums(acc_t* m, int64_t rows, acc_t* out) {
   int64_t r0 = 0;
 #ifdef DIFFMF_SHUFFLE
   if constexpr (sizeof(acc_t) == 4 && W == 16) {
-    for (; r0 + 16 <= rows; r0 += 16) row_sums16(m + r0 * W, out + r0);
+    for (; r0 + 16 <= rows; r0 += 16) row_sums_tree<16>(m + r0 * W, out + r0);
+    if (r0 + 8 <= rows) {
+      row_sums_tree<8>(m + r0 * W, out + r0);
+      r0 += 8;
+    }
   }
 #endif
   for (int w = W / 2; w > 0; w /= 2) {
@@ -226,10 +265,8 @@ struct Scan {
     const in_t* Bp = static_cast<const in_t*>(p.B) + (w.b * p.K + w.k) * N * p.L;
     const in_t* Cp = static_cast<const in_t*>(p.C) + (w.b * p.K + w.k) * N * p.L;
     for (int64_t n = 0; n < N; ++n) {
-      for (int64_t t = 0; t < T; ++t) {
-        w.Bc[t * N + n] = load(Bp + n * p.L, w.idx[t]);
-        w.Cc[t * N + n] = load(Cp + n * p.L, w.idx[t]);
-      }
+      gather(Bp + n * p.L, w.idx.data(), T, &w.Bc[n], N, acc_t(0));
+      gather(Cp + n * p.L, w.idx.data(), T, &w.Cc[n], N, acc_t(0));
     }
     std::fill(w.x.begin(), w.x.end(), acc_t(0));
     std::fill(w.u.begin(), w.u.end(), acc_t(0));
@@ -237,10 +274,8 @@ struct Scan {
       const int64_t c = channel(w, l);
       const in_t* up = static_cast<const in_t*>(p.u) + (p.orders ? w.b * p.Dm + w.d0 + l : w.b * KD + c) * p.L;
       const in_t* dp = static_cast<const in_t*>(p.delta) + (w.b * KD + c) * p.L;
-      for (int64_t t = 0; t < T; ++t) {
-        w.x[t * W + l] = load(dp, w.idx[t]) + w.biasl[l];
-        w.u[t * W + l] = load(up, w.idx[t]);
-      }
+      gather(dp, w.idx.data(), T, &w.x[l], W, w.biasl[l]);
+      gather(up, w.idx.data(), T, &w.u[l], W, acc_t(0));
     }
     if (p.softplus) {
       for (int64_t i = 0; i < T * W; ++i) w.dt[i] = softplus(w.x[i]);
@@ -285,7 +320,7 @@ struct Scan {
       }
       for (int64_t l = 0; l < w.nl; ++l) {
         acc_t* yr = y + (w.b * KD + channel(w, l)) * p.L;
-        for (int64_t t = 0; t < T; ++t) yr[w.idx[t]] = w.x[t * W + l];
+        scatter(&w.x[l], W, w.idx.data(), T, yr);
       }
     }
   }
@@ -307,7 +342,7 @@ struct Scan {
       for (int64_t l = 0; l < w.nl; ++l) {
         const int64_t c = channel(w, l);
         const acc_t* gyr = g.gy + (w.b * KD + c) * p.L;
-        for (int64_t t = 0; t < T; ++t) w.gy[t * W + l] = gyr[w.idx[t]];
+        gather(gyr, w.idx.data(), T, &w.gy[l], W, acc_t(0));
         for (int64_t n = 0; n < N; ++n) w.h0[n * W + l] = g.ckpt[((w.b * KD + c) * nch + j) * N + n];
       }
       // Recompute a_t and h_t of the chunk from its checkpoint.
@@ -388,10 +423,8 @@ struct Scan {
         const int64_t c = channel(w, l);
         acc_t* gur = g.gu + (w.b * KD + c) * p.L;
         acc_t* gdr = g.gdelta + (w.b * KD + c) * p.L;
-        for (int64_t t = 0; t < T; ++t) {
-          gur[w.idx[t]] = gu[t * W + l];
-          gdr[w.idx[t]] = gdt[t * W + l];
-        }
+        scatter(&gu[l], W, w.idx.data(), T, gur);
+        scatter(&gdt[l], W, w.idx.data(), T, gdr);
       }
     }
     for (int64_t l = 0; l < w.nl; ++l) {
@@ -435,13 +468,18 @@ void run_backward(const Problem& p, const Grads<acc_t>& g, int threads) {
 // dtype codes shared with cpu_scan.py
 enum : int { F32 = 0, BF16 = 1, F64 = 2 };
 
-// N = 16 (the model's state size) gets a fully unrolled instantiation; other N use the
-// runtime-N one. Float64 (tests only) always does, which keeps the compile short.
+// N = 16 (the benchmark's and base preset's state size) and 8 (the tiny preset's) get fully
+// unrolled instantiations; other N use the runtime-N one. Float64 (tests only) always does,
+// which keeps the compile short.
 template <typename in_t, typename acc_t>
 int dispatch_fwd(const Problem& p, void* y, void* ckpt, int threads) {
   if constexpr (sizeof(acc_t) == 4) {
     if (p.N == 16) {
       run_forward<in_t, acc_t, 16>(p, y, ckpt, threads);
+      return 0;
+    }
+    if (p.N == 8) {
+      run_forward<in_t, acc_t, 8>(p, y, ckpt, threads);
       return 0;
     }
   }
@@ -458,6 +496,10 @@ int dispatch_bwd(const Problem& p, void* const* out, int threads) {
   if constexpr (sizeof(acc_t) == 4) {
     if (p.N == 16) {
       run_backward<in_t, acc_t, 16>(p, g, threads);
+      return 0;
+    }
+    if (p.N == 8) {
+      run_backward<in_t, acc_t, 8>(p, g, threads);
       return 0;
     }
   }
