@@ -43,7 +43,8 @@ inline float load(const uint16_t* p, int64_t i) {  // bfloat16 bits -> float
   return f;
 }
 
-// Token gathers and scatters between raster rows and a chunk's [t][...] buffers. Kept out of
+// Token gathers and scatters between raster rows and a chunk's buffers (dir: see run_direction
+// below; the contiguous cases vectorise). Kept out of
 // line (and restrict): inlined into the large unrolled scan code, GCC 12 had spilled these
 // loops' counters to the stack in some instantiations, which made the forward 1.5x slower.
 #if defined(__GNUC__)
@@ -53,8 +54,15 @@ inline float load(const uint16_t* p, int64_t i) {  // bfloat16 bits -> float
 #endif
 template <typename in_t, typename acc_t>
 DIFFMF_NOINLINE void gather(const in_t* __restrict src, const int64_t* __restrict idx, int64_t T, acc_t* __restrict dst,
-                   int64_t stride, acc_t add) {
-  for (int64_t t = 0; t < T; ++t) dst[t * stride] = load(src, idx[t]) + add;
+                            int64_t stride, acc_t add, int dir) {
+  const int64_t i0 = T > 0 ? idx[0] : 0;
+  if (dir > 0) {
+    for (int64_t t = 0; t < T; ++t) dst[t * stride] = load(src, i0 + t) + add;
+  } else if (dir < 0) {
+    for (int64_t t = 0; t < T; ++t) dst[t * stride] = load(src, i0 - t) + add;
+  } else {
+    for (int64_t t = 0; t < T; ++t) dst[t * stride] = load(src, idx[t]) + add;
+  }
 }
 template <typename acc_t>
 DIFFMF_NOINLINE void scatter(const acc_t* __restrict src, int64_t stride, const int64_t* __restrict idx, int64_t T,
@@ -217,6 +225,117 @@ void row_sums(acc_t* m, int64_t rows, acc_t* out) {
   for (int64_t r = r0; r < rows; ++r) out[r] = m[r * W];
 }
 
+// ---- a chunk's per-lane rows <-> its [t][lane] buffer ----------------------------------
+//
+// Lane l's tokens live in row base + l * stride (one channel each); the chunk visits them in
+// idx order. Row directions visit a contiguous run (idx[t] = idx[0] +- t): there, for float
+// buffers with vector extensions, 16 steps x 16 lanes move as one block (16 vector loads, an
+// in-register transpose, 16 vector stores) instead of 256 scalar loads and stores. Column
+// directions and other orders take the scalar gather/scatter.
+
+// +1 / -1 when idx[t] = idx[0] +- t for the whole chunk, else 0.
+inline int run_direction(const int64_t* idx, int64_t T) {
+  bool up = true, down = true;
+  for (int64_t t = 1; t < T; ++t) {
+    up = up && idx[t] == idx[0] + t;
+    down = down && idx[t] == idx[0] - t;
+  }
+  return up ? 1 : (down ? -1 : 0);
+}
+
+// Only where a 16-float vector is one register (AVX-512): built for AVX2, GCC 12 lowers these
+// transposes so badly that row directions measured 1.2-1.5x slower than the scalar loops (the
+// lane-sum tree above still gains there).
+#if defined(DIFFMF_SHUFFLE) && defined(__AVX512F__)
+#define DIFFMF_TRANSPOSE 1
+// v[r][c] -> v[c][r]: stage k swaps bit k of the row index with bit k of the column index.
+inline void transpose16(f32x16* v) {
+  for (int r = 0; r < 16; r += 2) {
+    const f32x16 a = v[r], b = v[r + 1];
+    v[r] = DIFFMF_SHUFFLE(a, b, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+    v[r + 1] = DIFFMF_SHUFFLE(a, b, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+  }
+  for (int r = 0; r < 16; ++r) {
+    if (r & 2) continue;
+    const f32x16 a = v[r], b = v[r + 2];
+    v[r] = DIFFMF_SHUFFLE(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+    v[r + 2] = DIFFMF_SHUFFLE(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+  }
+  for (int r = 0; r < 16; ++r) {
+    if (r & 4) continue;
+    const f32x16 a = v[r], b = v[r + 4];
+    v[r] = DIFFMF_SHUFFLE(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+    v[r + 4] = DIFFMF_SHUFFLE(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+  }
+  for (int r = 0; r < 8; ++r) {
+    const f32x16 a = v[r], b = v[r + 8];
+    v[r] = DIFFMF_SHUFFLE(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+    v[r + 8] = DIFFMF_SHUFFLE(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  }
+}
+
+inline f32x16 reversed(f32x16 v) { return DIFFMF_SHUFFLE(v, v, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0); }
+
+template <typename in_t>
+inline f32x16 load16(const in_t* p) {
+  float f[16];
+  for (int i = 0; i < 16; ++i) f[i] = load(p, i);
+  f32x16 v;
+  std::memcpy(&v, f, sizeof v);
+  return v;
+}
+#endif
+
+// dst[t][l] = row_l[idx[t]] + add[l] for the nl live lanes (padding lanes untouched).
+template <typename in_t, typename acc_t>
+DIFFMF_NOINLINE void gather_lanes(const in_t* base, int64_t stride, int64_t nl, const int64_t* idx, int64_t T, int dir,
+                                  acc_t* dst, const acc_t* add) {
+  int64_t t0 = 0;
+#ifdef DIFFMF_TRANSPOSE
+  if constexpr (sizeof(acc_t) == 4 && W == 16) {
+    const f32x16 zero = {};
+    f32x16 addv;
+    std::memcpy(&addv, add, sizeof addv);
+    for (; dir != 0 && t0 + 16 <= T; t0 += 16) {
+      f32x16 v[16];
+      const int64_t start = dir > 0 ? idx[t0] : idx[t0] - 15;
+      for (int l = 0; l < 16; ++l) {
+        const f32x16 row = l < nl ? load16(base + l * stride + start) : zero;
+        v[l] = dir > 0 ? row : reversed(row);
+      }
+      transpose16(v);
+      for (int i = 0; i < 16; ++i) {
+        const f32x16 out = v[i] + addv;
+        std::memcpy(dst + (t0 + i) * W, &out, sizeof out);
+      }
+    }
+  }
+#endif
+  for (int64_t l = 0; l < nl; ++l) gather(base + l * stride, idx + t0, T - t0, dst + t0 * W + l, W, add[l], dir);
+}
+
+// row_l[idx[t]] = src[t][l] for the nl live lanes.
+template <typename acc_t>
+DIFFMF_NOINLINE void scatter_lanes(const acc_t* src, acc_t* base, int64_t stride, int64_t nl, const int64_t* idx,
+                                   int64_t T, int dir) {
+  int64_t t0 = 0;
+#ifdef DIFFMF_TRANSPOSE
+  if constexpr (sizeof(acc_t) == 4 && W == 16) {
+    for (; dir != 0 && t0 + 16 <= T; t0 += 16) {
+      f32x16 v[16];
+      for (int i = 0; i < 16; ++i) std::memcpy(&v[i], src + (t0 + i) * W, sizeof(f32x16));
+      transpose16(v);
+      const int64_t start = dir > 0 ? idx[t0] : idx[t0] - 15;
+      for (int64_t l = 0; l < nl; ++l) {
+        const f32x16 row = dir > 0 ? v[l] : reversed(v[l]);
+        std::memcpy(base + l * stride + start, &row, sizeof row);
+      }
+    }
+  }
+#endif
+  for (int64_t l = 0; l < nl; ++l) scatter(src + t0 * W + l, W, idx + t0, T - t0, base + l * stride);
+}
+
 // One task = one block of up to W channels of one (batch, direction). The W channels sit
 // in the SIMD lanes: every per-step quantity is a W-vector, B and C are broadcasts, and
 // the forward pass has no horizontal reduction at all. Buffers are [t][lane] or
@@ -231,6 +350,7 @@ struct Scan {
 
   struct Work {
     int64_t b, k, d0, nl;  // batch, direction, first channel, live lanes
+    int run = 0;           // run_direction() of the current chunk
     std::vector<int64_t> idx;
     std::vector<acc_t> Bc, Cc, At, Dl, biasl, x, dt, u, du, gy, a, h, gh, gBl, gCl, gBt, gCt, h0, state;
     Work(int64_t N, int64_t b_, int64_t k_, int64_t d0_, int64_t nl_, bool backward)
@@ -257,26 +377,25 @@ struct Scan {
     }
   }
 
-  // Chunk [s, s+T): token indices, B and C in scan order ([t][n]), and per lane
+  // Chunk [s, s+T): token indices, B and C in scan order ([n][t]), and per lane
   // x = delta + bias, dt, u and dt*u ([t][lane]).
   void load_chunk(Work& w, int64_t s, int64_t T) const {
     const int64_t N = nstate();
     for (int64_t t = 0; t < T; ++t) w.idx[t] = p.orders ? p.orders[w.k * p.L + s + t] : s + t;
+    w.run = run_direction(w.idx.data(), T);
     const in_t* Bp = static_cast<const in_t*>(p.B) + (w.b * p.K + w.k) * N * p.L;
     const in_t* Cp = static_cast<const in_t*>(p.C) + (w.b * p.K + w.k) * N * p.L;
     for (int64_t n = 0; n < N; ++n) {
-      gather(Bp + n * p.L, w.idx.data(), T, &w.Bc[n], N, acc_t(0));
-      gather(Cp + n * p.L, w.idx.data(), T, &w.Cc[n], N, acc_t(0));
+      gather(Bp + n * p.L, w.idx.data(), T, &w.Bc[n * TT], 1, acc_t(0), w.run);
+      gather(Cp + n * p.L, w.idx.data(), T, &w.Cc[n * TT], 1, acc_t(0), w.run);
     }
     std::fill(w.x.begin(), w.x.end(), acc_t(0));
     std::fill(w.u.begin(), w.u.end(), acc_t(0));
-    for (int64_t l = 0; l < w.nl; ++l) {
-      const int64_t c = channel(w, l);
-      const in_t* up = static_cast<const in_t*>(p.u) + (p.orders ? w.b * p.Dm + w.d0 + l : w.b * KD + c) * p.L;
-      const in_t* dp = static_cast<const in_t*>(p.delta) + (w.b * KD + c) * p.L;
-      gather(dp, w.idx.data(), T, &w.x[l], W, w.biasl[l]);
-      gather(up, w.idx.data(), T, &w.u[l], W, acc_t(0));
-    }
+    const in_t* u0 = static_cast<const in_t*>(p.u) + (p.orders ? w.b * p.Dm + w.d0 : w.b * KD + channel(w, 0)) * p.L;
+    const in_t* d0 = static_cast<const in_t*>(p.delta) + (w.b * KD + channel(w, 0)) * p.L;
+    const acc_t zero[W] = {};
+    gather_lanes(d0, p.L, w.nl, w.idx.data(), T, w.run, w.x.data(), w.biasl.data());
+    gather_lanes(u0, p.L, w.nl, w.idx.data(), T, w.run, w.u.data(), zero);
     if (p.softplus) {
       for (int64_t i = 0; i < T * W; ++i) w.dt[i] = softplus(w.x[i]);
     } else {
@@ -302,11 +421,11 @@ struct Scan {
       for (int64_t t = 0; t < T; ++t) {
         const acc_t* dt = &w.dt[t * W];
         const acc_t* du = &w.du[t * W];
-        const acc_t* bt = &w.Bc[t * N];
-        const acc_t* ct = &w.Cc[t * N];
+        const acc_t* bt = &w.Bc[t];
+        const acc_t* ct = &w.Cc[t];
         for (int l = 0; l < W; ++l) yt[l] = 0;
         for (int64_t n = 0; n < N; ++n) {
-          const acc_t bn = bt[n], cn = ct[n];
+          const acc_t bn = bt[n * TT], cn = ct[n * TT];
           acc_t* hn = h + n * W;
           const acc_t* an = At + n * W;
 #pragma omp simd
@@ -318,10 +437,7 @@ struct Scan {
         // y for this step goes back to [t][lane] in x's buffer (x is not needed any more).
         for (int l = 0; l < W; ++l) w.x[t * W + l] = yt[l] + w.Dl[l] * w.u[t * W + l];
       }
-      for (int64_t l = 0; l < w.nl; ++l) {
-        acc_t* yr = y + (w.b * KD + channel(w, l)) * p.L;
-        scatter(&w.x[l], W, w.idx.data(), T, yr);
-      }
+      scatter_lanes(w.x.data(), y + (w.b * KD + channel(w, 0)) * p.L, p.L, w.nl, w.idx.data(), T, w.run);
     }
   }
 
@@ -339,19 +455,19 @@ struct Scan {
       load_chunk(w, s, T);
       std::fill(w.gy.begin(), w.gy.end(), acc_t(0));
       std::fill(w.h0.begin(), w.h0.end(), acc_t(0));
+      const acc_t zero[W] = {};
+      gather_lanes(g.gy + (w.b * KD + channel(w, 0)) * p.L, p.L, w.nl, w.idx.data(), T, w.run, w.gy.data(), zero);
       for (int64_t l = 0; l < w.nl; ++l) {
         const int64_t c = channel(w, l);
-        const acc_t* gyr = g.gy + (w.b * KD + c) * p.L;
-        gather(gyr, w.idx.data(), T, &w.gy[l], W, acc_t(0));
         for (int64_t n = 0; n < N; ++n) w.h0[n * W + l] = g.ckpt[((w.b * KD + c) * nch + j) * N + n];
       }
       // Recompute a_t and h_t of the chunk from its checkpoint.
       for (int64_t t = 0; t < T; ++t) {
         const acc_t* dt = &w.dt[t * W];
         const acc_t* du = &w.du[t * W];
-        const acc_t* bt = &w.Bc[t * N];
+        const acc_t* bt = &w.Bc[t];
         for (int64_t n = 0; n < N; ++n) {
-          const acc_t bn = bt[n];
+          const acc_t bn = bt[n * TT];
           const acc_t* an = At + n * W;
           const acc_t* hp = t > 0 ? &w.h[((t - 1) * N + n) * W] : &w.h0[n * W];
           acc_t* at = &w.a[(t * N + n) * W];
@@ -368,11 +484,11 @@ struct Scan {
         const acc_t* dt = &w.dt[t * W];
         const acc_t* du = &w.du[t * W];
         const acc_t* gy = &w.gy[t * W];
-        const acc_t* bt = &w.Bc[t * N];
-        const acc_t* ct = &w.Cc[t * N];
+        const acc_t* bt = &w.Bc[t];
+        const acc_t* ct = &w.Cc[t];
         acc_t sdu[W] = {}, sda[W] = {};
         for (int64_t n = 0; n < N; ++n) {
-          const acc_t bn = bt[n], cn = ct[n];
+          const acc_t bn = bt[n * TT], cn = ct[n * TT];
           const acc_t* an = At + n * W;
           const acc_t* at = &w.a[(t * N + n) * W];
           const acc_t* ht = &w.h[(t * N + n) * W];
@@ -419,13 +535,9 @@ struct Scan {
           gbias[l] += gdtt[l];
         }
       }
-      for (int64_t l = 0; l < w.nl; ++l) {
-        const int64_t c = channel(w, l);
-        acc_t* gur = g.gu + (w.b * KD + c) * p.L;
-        acc_t* gdr = g.gdelta + (w.b * KD + c) * p.L;
-        scatter(&gu[l], W, w.idx.data(), T, gur);
-        scatter(&gdt[l], W, w.idx.data(), T, gdr);
-      }
+      const int64_t row0 = (w.b * KD + channel(w, 0)) * p.L;
+      scatter_lanes(gu.data(), g.gu + row0, p.L, w.nl, w.idx.data(), T, w.run);
+      scatter_lanes(gdt.data(), g.gdelta + row0, p.L, w.nl, w.idx.data(), T, w.run);
     }
     for (int64_t l = 0; l < w.nl; ++l) {
       const int64_t c = channel(w, l);
