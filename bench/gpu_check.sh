@@ -15,7 +15,8 @@
 #   scan   (its variants compiled first in parallel processes, during the tests)
 #          bench/scan.py at 640x512 bf16: default and every variant in SCAN_VARIANTS, forward and backward,
 #          at SCAN_SIZES (default also the rows-only and cols-only splits, and 320x256), per-kernel GPU time (torch.profiler); ncu's sections if ncu exists
-#          and the registers and spills of every Triton kernel as the JIT compiled it there
+#          and the registers and spills of every Triton kernel as the JIT compiled it there; then the forward
+#          on token-major u and delta (read in place) beside channel-major at 640x512 and the tiny model's 160x128
 #   mamba  (after its background build) the mamba backend's gpu tests, and it beside ours in bench/scan.py
 #   model  bench/model.py tiny at 320x256 / 640x512 for the default scan (and the scan's share of a frame's
 #          GPU time), the fastest scan variant,
@@ -147,6 +148,14 @@ PYEOF
     echo "- fastest correct scan variant at 640x512: $BEST" >> "$SUMMARY"
     [[ " $MODEL_VARIANTS " == *" $BEST "* ]] || MODEL_VARIANTS="$BEST $MODEL_VARIANTS"
   fi
+fi
+
+if want scan; then
+  # Token-major u and delta (a channels-last model's layout, read in place by the tiles forward; untimed so far)
+  # beside the usual channel-major ones in one table, the benchmark's and the tiny model's commonest shape.
+  fits bench_scan_token_major 40 && step bench_scan_token_major 90 $PY bench/scan.py --out "$OUT/scan_tm" \
+    --sizes 512x640 512x640:tm 128x160:4:32:n8 128x160:4:32:n8:tm --dtypes bf16 --repeat 20 --no-backward \
+    --triton-config tiles_fold=2,tiles_prefetch=1 --triton-config tiles_fold=2
 fi
 
 # The untimed forward variants' own tests (every gradient too), after their timings: the table above already

@@ -51,6 +51,7 @@ class Problem:
     N: int = 16
     bt: int = 1
     lines: str = "all"  # "all": row, col, row_rev, col_rev; "rows" / "cols": only that kind (a diagnostic)
+    token_major: bool = False  # u and delta (Bt, C, L) views of (Bt, L, C) memory, as a channels-last model has them
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -70,7 +71,8 @@ class Problem:
 
     def __str__(self) -> str:
         lines = "" if self.lines == "all" else f" {self.lines} only"
-        return f"{self.h}x{self.w} K={self.K} Dm={self.dm} N={self.N}{lines}"
+        layout = " token-major" if self.token_major else ""
+        return f"{self.h}x{self.w} K={self.K} Dm={self.dm} N={self.N}{lines}{layout}"
 
 
 @dataclass
@@ -95,6 +97,8 @@ def make_inputs(p: Problem, dtype: torch.dtype, device: str, seed: int = 0):
 
     u = rnd(p.bt, p.dm, p.L).to(dtype)
     delta = rnd(p.bt, kd, p.L, scale=0.5).to(dtype)
+    if p.token_major:
+        u, delta = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (u, delta))
     A = -(torch.rand(kd, p.N, generator=g) + 0.5).to(device)
     B, C = rnd(p.bt, p.K, p.N, p.L).to(dtype), rnd(p.bt, p.K, p.N, p.L).to(dtype)
     D, bias = rnd(kd), rnd(kd, scale=0.1) - 2.0
@@ -365,7 +369,7 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True, help="folder for scan_bench.md and scan_bench.json")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    ap.add_argument("--sizes", nargs="*", help="HxW[:K:Dm[:rows|cols]] maps; default per device")
+    ap.add_argument("--sizes", nargs="*", help="HxW[:K:Dm][:nN][:rows|cols][:tm] (see parse_size); default per device")
     ap.add_argument("--dtypes", nargs="*", choices=tuple(DTYPES), default=["fp32", "bf16"])
     ap.add_argument("--repeat", type=int, default=None, help="timed calls per measurement (median)")
     ap.add_argument("--no-backward", action="store_true")
@@ -382,14 +386,15 @@ def parse_args(argv=None):
 
 
 def parse_size(spec: str) -> Problem:
-    """HxW[:K:Dm][:nN][:rows|cols], e.g. 512x640, 512x640:4:64:cols, 128x160:4:32:n8 (N=16 unless given)."""
+    """HxW[:K:Dm][:nN][:rows|cols][:tm], e.g. 512x640, 512x640:4:64:cols, 128x160:4:32:n8 (N=16 unless given);
+    tm: u and delta token-major ((Bt, L, C) in memory)."""
     hw, *rest = spec.split(":")
     h, w = (int(v) for v in hw.lower().split("x"))
     nums = [int(v) for v in rest if v.isdigit()]
     K, dm = (nums[0], nums[1]) if len(nums) >= 2 else (4, 64)
     N = next((int(v[1:]) for v in rest if v[:1] == "n" and v[1:].isdigit()), 16)
     lines = next((v for v in rest if v in ("rows", "cols")), "all")
-    return Problem(h, w, K, dm, N=N, lines=lines)
+    return Problem(h, w, K, dm, N=N, lines=lines, token_major="tm" in rest)
 
 
 def main(argv=None) -> None:

@@ -82,7 +82,7 @@ def _dtypes(u, delta, A, B, C) -> tuple[int, torch.dtype, torch.dtype]:
 
 class _CpuScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, delta_bias, orders, delta_softplus):
+    def forward(ctx, u, delta, A, B, C, D, delta_bias, orders, delta_softplus, grad_enabled):
         bt, K, dm, N, L = _check(u, delta, A, B, C, D, delta_bias, orders)
         code, in_dt, acc = _dtypes(u, delta, A, B, C)
         ins = [t.to(in_dt).contiguous() for t in (u, delta, B, C)]
@@ -91,7 +91,8 @@ class _CpuScan(torch.autograd.Function):
         lib = _lib()
         chunk, blocks = lib.diffmf_scan_chunk(), -(-dm // lib.diffmf_scan_lanes())
         y = torch.empty(bt, K * dm, L, dtype=acc)
-        needs_grad = any(ctx.needs_input_grad[:7])
+        # needs_input_grad stays True under no_grad for inputs that require grad; grad mode is off in here
+        needs_grad = grad_enabled and any(ctx.needs_input_grad[:7])
         ckpt = torch.empty(bt, K * dm, -(-L // chunk), N, dtype=acc) if needs_grad else None
         rc = lib.diffmf_scan_fwd(code, _ptr(ins[0]), _ptr(ins[1]), _ptr(par[0]), _ptr(ins[2]), _ptr(ins[3]),
                                  _ptr(par[1]), _ptr(par[2]), _ptr(ords), _ptr(y), _ptr(ckpt),
@@ -126,11 +127,11 @@ class _CpuScan(torch.autograd.Function):
                  None if gD is None else gD.sum(0), None if gbias is None else gbias.sum(0)]
         grads = [None if g is None or not need else g.to(like[0]).view(like[1])
                  for g, need, like in zip(grads, ctx.needs_input_grad, ctx.like)]
-        return (*grads, None, None)
+        return (*grads, None, None, None)
 
 
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                    D: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
                    delta_softplus: bool = True, orders: torch.Tensor | None = None) -> torch.Tensor:
     """Same contract as :func:`diffmf_core.ops.scan_reference.selective_scan_reference` (CPU tensors)."""
-    return _CpuScan.apply(u, delta, A, B, C, D, delta_bias, orders, delta_softplus)
+    return _CpuScan.apply(u, delta, A, B, C, D, delta_bias, orders, delta_softplus, torch.is_grad_enabled())

@@ -50,6 +50,7 @@ class _Problem:
     np2: int
     n_save: int
     flags: dict
+    token_major: bool = False  # u, delta and y are (Bt, L, channels) in memory (the tiles kernels only)
 
 
 @dataclass
@@ -128,7 +129,7 @@ def _tiles_part(p: _Problem, dirs: tuple[int, ...]) -> _Part:
     flags = {k: v for k, v in p.flags.items() if k != "HAS_D"}
     meta = dict(NP=p.np2, BD=cfg.bd, TS=cfg.ts, SUB=cfg.sub, num_warps=cfg.warps, MODE=p.order.mode,
                 ROWS_CONTIG=cfg.tiles_rows == "contiguous", STAGES=cfg.tiles_stages,
-                PREFETCH=bool(cfg.tiles_prefetch), FOLD=cfg.tiles_fold, **flags)
+                PREFETCH=bool(cfg.tiles_prefetch), FOLD=cfg.tiles_fold, TOKEN_MAJOR=p.token_major, **flags)
     if cfg.tiles_maxnreg:
         meta["maxnreg"] = cfg.tiles_maxnreg
     sizes = (p.L, p.order.H, p.order.W, p.K, p.dm, p.N, n_dblk, n_chunks)
@@ -257,11 +258,16 @@ def _plan(p: _Problem) -> list[_Part]:
 
 
 def run_forward(u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, cfg: ScanConfig,
-                save_states: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """y and (if asked) the states the backward pass restarts from (``state_slots`` per channel and state)."""
+                save_states: bool, token_major: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """y and (if asked) the states the backward pass restarts from (``state_slots`` per channel and state).
+
+    token_major: u and delta are (Bt, channels, L) views of (Bt, L, channels) memory, and y is made alike;
+    the tiles forward only (see triton_scan.token_major)."""
     from . import triton_scan_kernels as tk
 
     bt, kd, L = delta.shape
+    if token_major and any(kind.kernel != "tiles" for kind in plan_kinds(cfg, order, B.shape[1], L)):
+        raise ValueError(f"triton scan: token-major inputs need the tiles forward, not {cfg.forward!r}")
     K, N = B.shape[1], A.shape[1]
     dev, f32 = u.device, torch.float32
     dummy = torch.empty(1, dtype=f32, device=dev)
@@ -270,11 +276,12 @@ def run_forward(u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, c
     p = _Problem(u=u, delta=delta, A=A, B=B, C=C, D=D if D is not None else dummy,
                  bias=delta_bias if delta_bias is not None else dummy,
                  table=order.table if order.table is not None else torch.empty(1, dtype=torch.int32, device=dev),
-                 y=torch.empty(bt, kd, L, dtype=u.dtype, device=dev),
+                 y=(torch.empty(bt, L, kd, dtype=u.dtype, device=dev).transpose(1, 2) if token_major
+                    else torch.empty(bt, kd, L, dtype=u.dtype, device=dev)),
                  states=torch.empty(bt * kd * np2 * n_save, dtype=f32, device=dev) if save_states else dummy,
                  dummy=dummy, order=order, cfg=cfg, bt=bt, K=K, dm=kd // K, N=N, L=L, np2=np2, n_save=n_save,
                  flags=dict(HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus), SHARED_U=u.shape[1] != kd,
-                            HAS_D=D is not None))
+                            HAS_D=D is not None), token_major=token_major)
     parts = _plan(p)
     n_chunks = max(part.chunks for part in parts)
     hin = dummy

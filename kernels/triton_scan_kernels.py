@@ -206,10 +206,15 @@ def _channel_params(A_ptr, D_ptr, bias_ptr, c, dmask, n, nmask, N,
 @triton.jit
 def _tiles_program(A_ptr, D_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dblk, n_chunks, n_sel,
                    NP: tl.constexpr, BD: tl.constexpr, MODE: tl.constexpr, SHARED_U: tl.constexpr,
-                   HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, ROWS_CONTIG: tl.constexpr):
+                   HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, ROWS_CONTIG: tl.constexpr,
+                   TOKEN_MAJOR: tl.constexpr):
     """What a tiles forward program (summary or output) starts from: its direction k, chunk j, channel and
     state masks, channel parameters, buffer rows, and the direction code when it reads rows contiguously
-    (else -1, a plain int, so the callers' branches on it resolve while compiling)."""
+    (else -1, a plain int, so the callers' branches on it resolve while compiling).
+
+    Element (channel, token) of u / delta / y sits at row + token * step: channel-major buffers have
+    step 1; TOKEN_MAJOR ones ((Bt, L, channels) in memory) have the channel count, so a warp's lanes
+    (adjacent channels) read and write adjacent elements in every scan direction."""
     b, k, j, d = _selected_coords(tl.program_id(0), n_dblk, n_chunks, sel_ptr, n_sel, Dm, BD)
     dmask = d < Dm
     c = k * Dm + d
@@ -217,18 +222,30 @@ def _tiles_program(A_ptr, D_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dbl
     nmask = n < N
     A2, bias, Dv = _channel_params(A_ptr, D_ptr, bias_ptr, c, dmask, n, nmask, N, HAS_D, HAS_BIAS, BD)
     rows, drow, urow = _channel_rows(b, c, d, K * Dm, Dm, L, SHARED_U)
+    if TOKEN_MAJOR:
+        drow = b.to(tl.int64) * L * (K * Dm) + c
+        dstep = K * Dm
+        if SHARED_U:
+            urow = b.to(tl.int64) * L * Dm + d
+            ustep = Dm
+        else:
+            urow = drow
+            ustep = dstep
+    else:
+        dstep = 1
+        ustep = 1
     brow = ((b * K + k) * N + n).to(tl.int64) * L
     if ROWS_CONTIG and MODE == 1:
         code = tl.load(dirs_ptr + k)
     else:
         code = -1
-    return k, j, dmask, n, nmask, A2, bias, Dv, rows, drow, urow, brow, code
+    return k, j, dmask, n, nmask, A2, bias, Dv, rows, drow, urow, dstep, ustep, brow, code
 
 
 @triton.jit
-def _tiles_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, sub, lo, hi, k, L, H, W, drow, urow, brow,
-                  dmask, nmask, MODE: tl.constexpr, TS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr,
-                  REV: tl.constexpr, WITH_C: tl.constexpr, GUARD: tl.constexpr):
+def _tiles_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, sub, lo, hi, k, L, H, W, drow, urow, dstep,
+                  ustep, brow, dmask, nmask, MODE: tl.constexpr, TS: tl.constexpr, FIRST_FAST: tl.constexpr,
+                  CONTIG: tl.constexpr, REV: tl.constexpr, WITH_C: tl.constexpr, GUARD: tl.constexpr):
     """Sub-tile ``sub``'s tokens, token mask, and delta, u, B (and C) as loaded. GUARD (a prefetch, which may
     ask for a sub-tile past the chunk): nothing is read unless lo <= sub < hi."""
     idx, tmask = _sub_tile_tokens(sub, k, L, H, W, dirs_ptr, orders_ptr, MODE, TS, CONTIG, REV)
@@ -236,8 +253,8 @@ def _tiles_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, sub, lo,
         sv = idx * 0 + sub
         tmask = tmask & (sv >= lo) & (sv < hi)
     m2 = tmask[:, None] & dmask[None, :]
-    xr = _raw_tc(delta_ptr, drow, idx, m2, FIRST_FAST)
-    ur = _raw_tc(u_ptr, urow, idx, m2, FIRST_FAST)
+    xr = _raw_tc(delta_ptr, drow, idx * dstep, m2, FIRST_FAST)
+    ur = _raw_tc(u_ptr, urow, idx * ustep, m2, FIRST_FAST)
     bm = nmask[:, None] & tmask[None, :]
     Br = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0)
     if WITH_C:
@@ -293,10 +310,10 @@ def _summary_step(h, later, tmask, xr, ur, Br, A2, bias, dmask, TS: tl.constexpr
 
 
 @triton.jit
-def _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow, urow, brow, dmask,
-                  nmask, NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr, MODE: tl.constexpr,
-                  SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr, REV: tl.constexpr,
-                  STAGES: tl.constexpr, PREFETCH: tl.constexpr, FOLD: tl.constexpr):
+def _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow, urow, dstep, ustep,
+                  brow, dmask, nmask, NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
+                  MODE: tl.constexpr, SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr,
+                  REV: tl.constexpr, STAGES: tl.constexpr, PREFETCH: tl.constexpr, FOLD: tl.constexpr):
     """A chunk's end state from a zero start, and its sum of dt (see _sub_tile_tokens for CONTIG, REV; _summary_step
     for FOLD). PREFETCH: the next sub-tile's loads are issued before this one's arithmetic."""
     h = tl.zeros([NP, BD], dtype=tl.float32)
@@ -311,19 +328,19 @@ def _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, 
         start = hi - 1
     if PREFETCH:
         _, n_tm, n_x, n_u, n_B, _ = _tiles_inputs(u_ptr, delta_ptr, B_ptr, B_ptr, dirs_ptr, orders_ptr, start, lo,
-                                                  hi, k, L, H, W, drow, urow, brow, dmask, nmask, MODE, TS,
-                                                  FIRST_FAST, CONTIG, REV, False, False)
+                                                  hi, k, L, H, W, drow, urow, dstep, ustep, brow, dmask, nmask, MODE,
+                                                  TS, FIRST_FAST, CONTIG, REV, False, False)
     for s0 in tl.range(0, SUB, num_stages=STAGES):
         sub = start + step * s0
         if PREFETCH:
             tm, xr, ur, Br = n_tm, n_x, n_u, n_B
             _, n_tm, n_x, n_u, n_B, _ = _tiles_inputs(u_ptr, delta_ptr, B_ptr, B_ptr, dirs_ptr, orders_ptr,
-                                                      sub + step, lo, hi, k, L, H, W, drow, urow, brow, dmask, nmask,
-                                                      MODE, TS, FIRST_FAST, CONTIG, REV, False, True)
+                                                      sub + step, lo, hi, k, L, H, W, drow, urow, dstep, ustep, brow,
+                                                      dmask, nmask, MODE, TS, FIRST_FAST, CONTIG, REV, False, True)
         else:
             _, tm, xr, ur, Br, _ = _tiles_inputs(u_ptr, delta_ptr, B_ptr, B_ptr, dirs_ptr, orders_ptr, sub, lo, hi, k,
-                                                 L, H, W, drow, urow, brow, dmask, nmask, MODE, TS, FIRST_FAST,
-                                                 CONTIG, REV, False, False)
+                                                 L, H, W, drow, urow, dstep, ustep, brow, dmask, nmask, MODE, TS,
+                                                 FIRST_FAST, CONTIG, REV, False, False)
         h, later = _summary_step(h, later, tm, xr, ur, Br, A2, bias, dmask, TS, SOFTPLUS, FIRST_FAST, REV, FOLD)
     return h, later
 
@@ -334,21 +351,21 @@ def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr,
                  NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
                  MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                  FIRST_FAST: tl.constexpr = False, ROWS_CONTIG: tl.constexpr = False, STAGES: tl.constexpr = 1,
-                 PREFETCH: tl.constexpr = False, FOLD: tl.constexpr = 0):
-    k, j, dmask, n, nmask, A2, bias, _, rows, drow, urow, brow, code = _tiles_program(
+                 PREFETCH: tl.constexpr = False, FOLD: tl.constexpr = 0, TOKEN_MAJOR: tl.constexpr = False):
+    k, j, dmask, n, nmask, A2, bias, _, rows, drow, urow, dstep, ustep, brow, code = _tiles_program(
         A_ptr, A_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dblk, n_chunks, n_sel, NP, BD, MODE, SHARED_U,
-        False, HAS_BIAS, ROWS_CONTIG)
+        False, HAS_BIAS, ROWS_CONTIG, TOKEN_MAJOR)
     if code == 0:  # rows read contiguously (ROWS_CONTIG)
         h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
-                                 urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
+                                 urow, dstep, ustep, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
                                  True, False, STAGES, PREFETCH, FOLD)
     elif code == 2:
         h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
-                                 urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
+                                 urow, dstep, ustep, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
                                  True, True, STAGES, PREFETCH, FOLD)
     else:
         h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
-                                 urow, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
+                                 urow, dstep, ustep, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
                                  False, False, STAGES, PREFETCH, FOLD)
     tot = later
     out = (rows[None, :] * NP + n[:, None]) * stride + j
@@ -397,12 +414,12 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
                 MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, SAVE_EVERY: tl.constexpr, FIRST_FAST: tl.constexpr = False,
                 ROWS_CONTIG: tl.constexpr = False, STAGES: tl.constexpr = 1, PREFETCH: tl.constexpr = False,
-                FOLD: tl.constexpr = 0):
+                FOLD: tl.constexpr = 0, TOKEN_MAJOR: tl.constexpr = False):
     # SAVE_EVERY > 0: store the state at every SAVE_EVERY-th sub-tile start (n_save of them),
     # where the backward pass starts its sub-tiles.
-    k, j, dmask, n, nmask, A2, bias, Dv, rows, drow, urow, brow, code = _tiles_program(
+    k, j, dmask, n, nmask, A2, bias, Dv, rows, drow, urow, dstep, ustep, brow, code = _tiles_program(
         A_ptr, D_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dblk, n_chunks, n_sel, NP, BD, MODE, SHARED_U,
-        HAS_D, HAS_BIAS, ROWS_CONTIG)
+        HAS_D, HAS_BIAS, ROWS_CONTIG, TOKEN_MAJOR)
     srow = rows[None, :] * NP + n[:, None]  # [NP, BD] rows of the (Bt, KD, NP, chunks) buffers
     smask = nmask[:, None] & dmask[None, :]
     # State entering this chunk: the carry scan's inclusive result of chunk j - 1.
@@ -413,21 +430,21 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
         h = tl.load(hin_ptr + srow * stride + (j - 1), mask=smask & (srow * 0 + j > 0), other=0.0)
     if code == 0:  # rows read contiguously (ROWS_CONTIG)
         _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
-                     n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
-                     SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, False, STAGES, PREFETCH, FOLD)
+                     n_save, A2, bias, Dv, drow, urow, dstep, ustep, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB,
+                     MODE, SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, False, STAGES, PREFETCH, FOLD)
     elif code == 2:
         _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
-                     n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
-                     SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, True, STAGES, PREFETCH, FOLD)
+                     n_save, A2, bias, Dv, drow, urow, dstep, ustep, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB,
+                     MODE, SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, True, STAGES, PREFETCH, FOLD)
     else:
         _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
-                     n_save, A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB, MODE,
-                     SAVE_EVERY, SOFTPLUS, FIRST_FAST, False, False, STAGES, PREFETCH, FOLD)
+                     n_save, A2, bias, Dv, drow, urow, dstep, ustep, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB,
+                     MODE, SAVE_EVERY, SOFTPLUS, FIRST_FAST, False, False, STAGES, PREFETCH, FOLD)
 
 
 @triton.jit
-def _output_step(h, idx, tmask, xr, ur, Br, Cr, sub, y_ptr, states_ptr, n_save, L, A2, bias, Dv, drow, srow, smask,
-                 dmask, TS: tl.constexpr, SAVE_EVERY: tl.constexpr, SOFTPLUS: tl.constexpr,
+def _output_step(h, idx, tmask, xr, ur, Br, Cr, sub, y_ptr, states_ptr, n_save, L, A2, bias, Dv, drow, dstep, srow,
+                 smask, dmask, TS: tl.constexpr, SAVE_EVERY: tl.constexpr, SOFTPLUS: tl.constexpr,
                  FIRST_FAST: tl.constexpr, REV: tl.constexpr, FOLD: tl.constexpr):
     """One sub-tile's outputs (inputs as _tiles_inputs loaded them) from the state ``h`` entering it; the state
     leaving it. FOLD > 0: by _fold_scan, else Hc + Pc h after a scan from zero."""
@@ -444,8 +461,7 @@ def _output_step(h, idx, tmask, xr, ur, Br, Cr, sub, y_ptr, states_ptr, n_save, 
     if SAVE_EVERY > 0:
         keep = ((srow * 0 + sub) % SAVE_EVERY == 0) & (srow * 0 + sub * TS < L)
         if FIRST_FAST:
-            tl.store(states_ptr + tl.trans(srow) * n_save + sub // SAVE_EVERY, tl.trans(h),
-                     mask=tl.trans(smask & keep))
+            tl.store(states_ptr + tl.trans(srow) * n_save + sub // SAVE_EVERY, tl.trans(h), mask=tl.trans(smask & keep))
         else:
             tl.store(states_ptr + srow * n_save + sub // SAVE_EVERY, h, mask=smask & keep)
     a = tl.exp2(A2[:, None, :] * dt[None, :, :])
@@ -458,14 +474,14 @@ def _output_step(h, idx, tmask, xr, ur, Br, Cr, sub, y_ptr, states_ptr, n_save, 
     y = tl.sum(hs * Cv[:, :, None], axis=0) + Dv[None, :] * uu
     if REV:
         y = tl.flip(y, 0)
-    _store_tc(y_ptr, drow, idx, y, m2, FIRST_FAST)
+    _store_tc(y_ptr, drow, idx * dstep, y, m2, FIRST_FAST)
     return _last_step(hs, TS)
 
 
 @triton.jit
 def _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W, n_save,
-                 A2, bias, Dv, drow, urow, brow, srow, smask, dmask, nmask, NP: tl.constexpr, BD: tl.constexpr,
-                 TS: tl.constexpr, SUB: tl.constexpr, MODE: tl.constexpr, SAVE_EVERY: tl.constexpr,
+                 A2, bias, Dv, drow, urow, dstep, ustep, brow, srow, smask, dmask, nmask, NP: tl.constexpr,
+                 BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr, MODE: tl.constexpr, SAVE_EVERY: tl.constexpr,
                  SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr, REV: tl.constexpr,
                  STAGES: tl.constexpr, PREFETCH: tl.constexpr, FOLD: tl.constexpr):
     """A chunk's outputs from the state ``h`` entering it (see _sub_tile_tokens for CONTIG, REV). PREFETCH: the
@@ -475,20 +491,21 @@ def _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, st
     hi = lo + SUB
     if PREFETCH:
         n_idx, n_tm, n_x, n_u, n_B, n_C = _tiles_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, lo, lo,
-                                                        hi, k, L, H, W, drow, urow, brow, dmask, nmask, MODE, TS,
-                                                        FIRST_FAST, CONTIG, REV, True, False)
+                                                        hi, k, L, H, W, drow, urow, dstep, ustep, brow, dmask, nmask,
+                                                        MODE, TS, FIRST_FAST, CONTIG, REV, True, False)
     for s in tl.range(0, SUB, num_stages=STAGES):  # STAGES > 1: the next sub-tiles' loads in flight
         sub = lo + s
         if PREFETCH:
             idx, tm, xr, ur, Br, Cr = n_idx, n_tm, n_x, n_u, n_B, n_C
             n_idx, n_tm, n_x, n_u, n_B, n_C = _tiles_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr,
-                                                            sub + 1, lo, hi, k, L, H, W, drow, urow, brow, dmask,
-                                                            nmask, MODE, TS, FIRST_FAST, CONTIG, REV, True, True)
+                                                            sub + 1, lo, hi, k, L, H, W, drow, urow, dstep, ustep,
+                                                            brow, dmask, nmask, MODE, TS, FIRST_FAST, CONTIG, REV,
+                                                            True, True)
         else:
             idx, tm, xr, ur, Br, Cr = _tiles_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, sub, lo, hi,
-                                                    k, L, H, W, drow, urow, brow, dmask, nmask, MODE, TS,
+                                                    k, L, H, W, drow, urow, dstep, ustep, brow, dmask, nmask, MODE, TS,
                                                     FIRST_FAST, CONTIG, REV, True, False)
-        h = _output_step(h, idx, tm, xr, ur, Br, Cr, sub, y_ptr, states_ptr, n_save, L, A2, bias, Dv, drow, srow,
+        h = _output_step(h, idx, tm, xr, ur, Br, Cr, sub, y_ptr, states_ptr, n_save, L, A2, bias, Dv, drow, dstep, srow,
                          smask, dmask, TS, SAVE_EVERY, SOFTPLUS, FIRST_FAST, REV, FOLD)
 
 

@@ -91,12 +91,13 @@ GPU_CASES = [
 LOW_PRECISION = [(torch.bfloat16, GPU_CASES[3]), (torch.bfloat16, GPU_CASES[1]), (torch.float16, GPU_CASES[3])]
 
 
-def check_scan(scan, case: Case, dtype: torch.dtype, device: str) -> dict[str, float]:
+def check_scan(scan, case: Case, dtype: torch.dtype, device: str, token_major: bool = True) -> dict[str, float]:
     """``scan(u, delta, A, B, C, D, delta_bias, softplus, orders)`` forward + backward on one case.
 
     Activations (u, delta, B, C) in ``dtype``, parameters in float32; returns the max relative
     error of y (computed for autograd, and under inference_mode as a node runs it: a backend may
-    take another path there) and of every gradient against the float64 reference.
+    take another path there; with ``token_major`` also on u and delta given token-major) and of every
+    gradient against the float64 reference.
     """
     xs, orders = make_inputs(case, torch.float32, device)
     if dtype != torch.float32:
@@ -111,7 +112,12 @@ def check_scan(scan, case: Case, dtype: torch.dtype, device: str) -> dict[str, f
     grads = iter(torch.autograd.grad(y, live, grad_out))
     with torch.inference_mode():
         y_infer = scan(*xs, case.softplus, orders)
+        if token_major:  # u and delta as (Bt, channels, L) views of (Bt, L, channels) memory (channels-last)
+            tm = [t.transpose(1, 2).contiguous().transpose(1, 2) if i < 2 else t for i, t in enumerate(xs)]
+            y_tm = scan(*tm, case.softplus, orders)
     errors = {"y": max_rel(y, y_ref), "y_inference": max_rel(y_infer, y_ref)}
+    if token_major:
+        errors["y_token_major"] = max_rel(y_tm, y_ref)
     for name, x, r in zip(NAMES, xs, g_ref):
         if x is not None:
             g = next(grads)
@@ -125,7 +131,21 @@ def check_triton(case: Case, dtype: torch.dtype, device: str, config=None) -> di
     """check_scan on the Triton backend with an optional ScanConfig."""
     from diffmf_kernels import triton_scan
 
-    return check_scan(lambda *a: triton_scan.selective_scan(*a, config), case, dtype, device)
+    cfg = config or triton_scan.config_for(case.N, case.dm, case.L, lines=case.bt * case.K)
+    in_place = cfg.forward == "tiles" and cfg.tiles_rows == "index"  # inference reads token-major u, delta as given
+    outputs = []
+
+    def scan(*a):
+        y = triton_scan.selective_scan(*a, config)
+        if torch.is_inference_mode_enabled() and triton_scan.is_token_major(a[0]):
+            outputs.append(y)
+        return y
+
+    # Other configurations copy token-major inputs (checked once in check_scan's other callers).
+    errors = check_scan(scan, case, dtype, device, token_major=in_place)
+    if in_place and not (len(outputs) == 1 and triton_scan.is_token_major(outputs[0])):
+        raise AssertionError("token-major inputs read in place should give a token-major y")
+    return errors
 
 
 def assert_within(errors: dict[str, float], dtype: torch.dtype) -> None:

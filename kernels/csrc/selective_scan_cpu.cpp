@@ -155,11 +155,13 @@ struct Grads {
 // The backward pass needs these sums (dL/dB and dL/dC over a block's channels) for every
 // step and state. For float rows of 16 lanes with GNU vector extensions, 16 or 8 rows at a
 // time go through a shuffle-and-add tree in registers (~3 instructions per row at 16); other
-// rows (double, other compilers, a remainder) are summed by halving, each step a vectorisable
-// loop. Both add the lanes in the same order, so the sums are bit-identical.
-#if defined(__clang__)
+// rows (double, other compilers or targets, a remainder) are summed by halving, each step a
+// vectorisable loop. Both add the lanes in the same order, so the sums are bit-identical.
+//
+// x86 with AVX2 or AVX-512 only, where it was measured (elsewhere, e.g. aarch64, the halving).
+#if defined(__AVX2__) && defined(__clang__)
 #define DIFFMF_SHUFFLE(x, y, ...) __builtin_shufflevector(x, y, __VA_ARGS__)
-#elif defined(__GNUC__)
+#elif defined(__AVX2__) && defined(__GNUC__)
 typedef int32_t i32x16 __attribute__((vector_size(64)));
 #define DIFFMF_SHUFFLE(x, y, ...) __builtin_shuffle(x, y, (i32x16){__VA_ARGS__})
 #endif
