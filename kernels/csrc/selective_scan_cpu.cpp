@@ -44,9 +44,9 @@ inline float load(const uint16_t* p, int64_t i) {  // bfloat16 bits -> float
 }
 
 // Token gathers and scatters between raster rows and a chunk's buffers (dir: see run_direction
-// below; the contiguous cases vectorise). Kept out of
-// line (and restrict): inlined into the large unrolled scan code, GCC 12 had spilled these
-// loops' counters to the stack in some instantiations, which made the forward 1.5x slower.
+// below; the contiguous cases vectorise). Kept out of line (and restrict): inlined into the large
+// unrolled scan code, GCC 12 had spilled these loops' counters to the stack in some
+// instantiations, which made the forward 1.5x slower.
 #if defined(__GNUC__)
 #define DIFFMF_NOINLINE __attribute__((noinline))
 #else
@@ -66,7 +66,7 @@ DIFFMF_NOINLINE void gather(const in_t* __restrict src, const int64_t* __restric
 }
 template <typename acc_t>
 DIFFMF_NOINLINE void scatter(const acc_t* __restrict src, int64_t stride, const int64_t* __restrict idx, int64_t T,
-                    acc_t* __restrict dst) {
+                             acc_t* __restrict dst) {
   for (int64_t t = 0; t < T; ++t) dst[idx[t]] = src[t * stride];
 }
 
