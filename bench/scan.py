@@ -98,7 +98,9 @@ def make_inputs(p: Problem, dtype: torch.dtype, device: str, seed: int = 0):
     u = rnd(p.bt, p.dm, p.L).to(dtype)
     delta = rnd(p.bt, kd, p.L, scale=0.5).to(dtype)
     if p.token_major:
-        u, delta = (t.transpose(1, 2).contiguous().transpose(1, 2) for t in (u, delta))
+        from diffmf_kernels.triton_scan import as_token_major
+
+        u, delta = as_token_major(u), as_token_major(delta)
     A = -(torch.rand(kd, p.N, generator=g) + 0.5).to(device)
     B, C = rnd(p.bt, p.K, p.N, p.L).to(dtype), rnd(p.bt, p.K, p.N, p.L).to(dtype)
     D, bias = rnd(kd), rnd(kd, scale=0.1) - 2.0

@@ -330,6 +330,11 @@ def is_token_major(t: torch.Tensor) -> bool:
     return c > 1 and L > 1 and t.stride(1) == 1 and t.stride(2) == c and (bt == 1 or t.stride(0) == c * L)
 
 
+def as_token_major(t: torch.Tensor) -> torch.Tensor:
+    """The same (Bt, channels, L) values laid out token-major (a copy; what is_token_major accepts)."""
+    return t.transpose(1, 2).contiguous().transpose(1, 2)
+
+
 def token_major(u: torch.Tensor, delta: torch.Tensor, cfg: ScanConfig, needs_grad: bool) -> bool:
     """Whether this call reads u and delta (and writes y) token-major, in place.
 

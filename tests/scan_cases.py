@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from diffmf_kernels.triton_scan import as_token_major
 
 from diffmf_core.ops import scan_orders
 from diffmf_core.ops.scan_reference import selective_scan_reference
@@ -113,7 +114,7 @@ def check_scan(scan, case: Case, dtype: torch.dtype, device: str, token_major: b
     with torch.inference_mode():
         y_infer = scan(*xs, case.softplus, orders)
         if token_major:  # u and delta as (Bt, channels, L) views of (Bt, L, channels) memory (channels-last)
-            tm = [t.transpose(1, 2).contiguous().transpose(1, 2) if i < 2 else t for i, t in enumerate(xs)]
+            tm = [as_token_major(t) if i < 2 else t for i, t in enumerate(xs)]
             y_tm = scan(*tm, case.softplus, orders)
     errors = {"y": max_rel(y, y_ref), "y_inference": max_rel(y_infer, y_ref)}
     if token_major:
