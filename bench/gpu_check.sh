@@ -19,7 +19,7 @@
 #          on token-major u and delta (read in place) beside channel-major at 640x512 and the tiny model's 160x128
 #   mamba  (after its background build) the mamba backend's gpu tests, and it beside ours in bench/scan.py
 #   model  bench/model.py tiny at 320x256 / 640x512 for the default scan (and the scan's share of a frame's
-#          GPU time), the fastest scan variant,
+#          GPU time), the model laid out token-major (DIFFMF_SCAN_LAYOUT=token_major), the fastest scan variant,
 #          each MODEL_VARIANTS entry, and mamba
 #   node   bench/node_latency.py (ROS 2 across processes)
 #   train  the tiny preset on the packed split for TRAIN_MINUTES
@@ -125,7 +125,7 @@ fi
 if want tests; then  # the kernel variants' own tests run at the end, when time is left
   # -v: a step cut short by its limit still logs each test it finished
   step gpu_tests 150 $PY -m pytest -v -rA -m gpu -o addopts="" -p no:cacheprovider -k "not variants or reorder" \
-    tests/test_kernels_triton.py tests/test_engine.py
+    tests/test_kernels_triton.py tests/test_engine.py tests/test_scan_layout.py
 fi
 
 if want scan; then
@@ -200,6 +200,9 @@ fi
 if want model; then
   fits bench_model 60 && step bench_model 90 env DIFFMF_SCAN_BACKEND=triton $PY bench/model.py --presets tiny \
     --out "$OUT/model_default" --repeat 30 --budget 3 --scaling 512 --profile
+  # The model laid out token-major (channels-last conv, u/delta/y read and written in place by the tiles forward)
+  fits bench_model_tm 60 && step bench_model_tm 60 env DIFFMF_SCAN_BACKEND=triton DIFFMF_SCAN_LAYOUT=token_major \
+    $PY bench/model.py --presets tiny --out "$OUT/model_token_major" --repeat 30 --budget 3 --scaling 512
   i=0
   for v in $MODEL_VARIANTS; do
     i=$((i + 1))

@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         fmt = lambda row, key: f"{row[key]:.2f}" if row else "—"  # noqa: E731
         macs = f"{r['dense_gmacs_per_mp']:.2f} + {r['scan_gmacs_per_mp']:.2f}"
         lines.append(f"| {r['preset']} | {r['params']:,} | {macs} "
-                     f"| {r['info']['dtype']} | {r['info']['scan_backend']} | {fmt(small, 'model_ms')} | "
+                     f"| {r['info']['dtype']} | {r['info']['scan_backend']}, {r['info']['scan_layout']} "
+                     f"| {fmt(small, 'model_ms')} | "
                      f"{fmt(big, 'model_ms')} | {fmt(big, 'fuse_ms')} | {r['slope']:.2f} |")
     lines += ["", "Scaling (model ms): " + "; ".join(
         f"{r['preset']}: " + ", ".join(f"{x['w']}²={x['model_ms']:.1f}" for x in r["rows"] if x["h"] == x["w"])

@@ -33,7 +33,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from sequential_scan import selective_scan_sequential  # noqa: E402
 
-from diffmf_core.ops import scan_orders  # noqa: E402
+from diffmf_core.ops import as_token_major, scan_orders  # noqa: E402
 from diffmf_core.ops.scan_reference import gather_orders, scatter_orders, selective_scan_reference  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -98,8 +98,6 @@ def make_inputs(p: Problem, dtype: torch.dtype, device: str, seed: int = 0):
     u = rnd(p.bt, p.dm, p.L).to(dtype)
     delta = rnd(p.bt, kd, p.L, scale=0.5).to(dtype)
     if p.token_major:
-        from diffmf_kernels.triton_scan import as_token_major
-
         u, delta = as_token_major(u), as_token_major(delta)
     A = -(torch.rand(kd, p.N, generator=g) + 0.5).to(device)
     B, C = rnd(p.bt, p.K, p.N, p.L).to(dtype), rnd(p.bt, p.K, p.N, p.L).to(dtype)

@@ -20,7 +20,7 @@ from .checkpoint import load_model
 from .colour import luma, recombine
 from .config import get_config
 from .model import DiffMF
-from .ops import resolve_backend
+from .ops import resolve_backend, scan_token_major
 
 log = logging.getLogger("diffmf_core.engine")
 
@@ -123,7 +123,7 @@ class FusionEngine:
 
     def describe(self) -> str:
         info = self.info()
-        return (f"device={info['device']} dtype={info['dtype']} scan={info['scan_backend']} "
+        return (f"device={info['device']} dtype={info['dtype']} scan={info['scan_backend']} ({info['scan_layout']}) "
                 f"params={info['parameters']:,} weights={info['checkpoint']}")
 
     def info(self) -> dict:
@@ -131,6 +131,8 @@ class FusionEngine:
             "device": str(self.device) if self.device.type == "cpu" else torch.cuda.get_device_name(self.device),
             "dtype": str(self.dtype).replace("torch.", ""),
             "scan_backend": self.backend,
+            # how SS2D / the SSD hand the scan u, delta and y (ops/scan_layout.py)
+            "scan_layout": "token-major" if scan_token_major(self.device, self.backend) else "channel-major",
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "checkpoint": str(self.checkpoint) if self.checkpoint else "untrained",
             "cuda_graphs": self.use_graphs,

@@ -5,6 +5,10 @@ cached per machine, see native_build.py) and called through ctypes; this module 
 it in an autograd.Function. State is float32 (float64 for float64 inputs). bfloat16 is
 read natively; float16 inputs are widened to float32 first. Without a C++ compiler
 ``unavailable_reason()`` says so and the dispatcher falls back to the reference.
+
+Token-major u and delta ((Bt, channels, L) views of (Bt, L, channels) memory, as a channels-last model has
+them) are read in place, and y and the gradients of u and delta come back alike: a token's 16 channel lanes
+are then one contiguous load in every scan direction, where channel-major columns gather lane by lane.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from diffmf_core.ops import check_scan_shapes
+from diffmf_core.ops import as_token_major, check_scan_shapes, is_token_major
 
 from .native_build import BuildError, build_library
 
@@ -33,7 +37,7 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
     except (BuildError, OSError) as exc:
         return None, str(exc)
     common = [_PTR] * 8  # u, delta, A, B, C, D, bias, orders
-    sizes = [_INT64] * 5 + [ctypes.c_int, ctypes.c_int]  # Bt, K, Dm, N, L, softplus, threads
+    sizes = [_INT64] * 5 + [ctypes.c_int, ctypes.POINTER(_INT64), ctypes.c_int]  # Bt..L, flags, B/C strides, threads
     lib.diffmf_scan_fwd.argtypes = [ctypes.c_int, *common, _PTR, _PTR, *sizes]
     lib.diffmf_scan_fwd.restype = ctypes.c_int
     lib.diffmf_scan_bwd.argtypes = [ctypes.c_int, *common, ctypes.POINTER(_PTR), *sizes]
@@ -71,6 +75,11 @@ def _check(u, delta, A, B, C, D, delta_bias, orders) -> tuple[int, int, int, int
     return bt, K, dm, N, L
 
 
+def _flags(softplus: bool, token_major: bool) -> int:
+    """The C ABI's flags: bit 0 softplus, bit 1 token-major u, delta, y (and gy, gu, gdelta)."""
+    return int(softplus) | 2 * int(token_major)
+
+
 def _dtypes(u, delta, A, B, C) -> tuple[int, torch.dtype, torch.dtype]:
     """(C ABI code, dtype the kernel reads u/delta/B/C in, accumulation dtype)."""
     if any(t.dtype == torch.float64 for t in (u, delta, A, B, C)):
@@ -80,49 +89,72 @@ def _dtypes(u, delta, A, B, C) -> tuple[int, torch.dtype, torch.dtype]:
     return _F32, torch.float32, torch.float32
 
 
+def prefers_token_major(needs_grad: bool) -> bool:
+    """The kernel reads token-major u/delta in place, forward and backward (ops/scan_layout.py)."""
+    return True
+
+
+def _layout(t: torch.Tensor, dtype: torch.dtype, token_major: bool) -> torch.Tensor:
+    t = t.to(dtype)
+    return as_token_major(t) if token_major else t.contiguous()
+
+
+def _b_and_c(B: torch.Tensor, C: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+    """B and C as they are (any strides, e.g. slices of one projection) when they share strides, else contiguous."""
+    B, C = B.to(dtype), C.to(dtype)
+    return [B, C] if B.stride() == C.stride() else [B.contiguous(), C.contiguous()]
+
+
+def _strides(t: torch.Tensor):
+    return (_INT64 * 4)(*t.stride())
+
+
 class _CpuScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, delta_bias, orders, delta_softplus, grad_enabled):
         bt, K, dm, N, L = _check(u, delta, A, B, C, D, delta_bias, orders)
         code, in_dt, acc = _dtypes(u, delta, A, B, C)
-        ins = [t.to(in_dt).contiguous() for t in (u, delta, B, C)]
+        tm = is_token_major(u) or is_token_major(delta)  # then both, and y, go token-major
+        ins = [_layout(t, in_dt, tm and i < 2) for i, t in enumerate((u, delta))] + _b_and_c(B, C, in_dt)
         par = [None if t is None else t.to(acc).contiguous().view(-1) for t in (A, D, delta_bias)]
         ords = None if orders is None else orders.to(torch.int64).contiguous()
         lib = _lib()
         chunk, blocks = lib.diffmf_scan_chunk(), -(-dm // lib.diffmf_scan_lanes())
-        y = torch.empty(bt, K * dm, L, dtype=acc)
+        y = torch.empty(bt, L, K * dm, dtype=acc).transpose(1, 2) if tm else torch.empty(bt, K * dm, L, dtype=acc)
         # needs_input_grad stays True under no_grad for inputs that require grad; grad mode is off in here
         needs_grad = grad_enabled and any(ctx.needs_input_grad[:7])
         ckpt = torch.empty(bt, K * dm, -(-L // chunk), N, dtype=acc) if needs_grad else None
         rc = lib.diffmf_scan_fwd(code, _ptr(ins[0]), _ptr(ins[1]), _ptr(par[0]), _ptr(ins[2]), _ptr(ins[3]),
                                  _ptr(par[1]), _ptr(par[2]), _ptr(ords), _ptr(y), _ptr(ckpt),
-                                 bt, K, dm, N, L, int(delta_softplus), torch.get_num_threads())
+                                 bt, K, dm, N, L, _flags(delta_softplus, tm), _strides(ins[2]), torch.get_num_threads())
         if rc != 0:
             raise RuntimeError(f"cpu scan forward failed (code {rc})")
         if needs_grad:
             ctx.save_for_backward(*ins, *par, ords, ckpt)
-            ctx.meta = (code, acc, bt, K, dm, N, L, blocks, bool(delta_softplus))
+            ctx.meta = (code, acc, bt, K, dm, N, L, blocks, bool(delta_softplus), tm)
             ctx.like = tuple(None if t is None else (t.dtype, t.shape) for t in (u, delta, A, B, C, D, delta_bias))
         return y.to(u.dtype)
 
     @staticmethod
     def backward(ctx, gy):
         u, delta, B, C, A, D, bias, ords, ckpt = ctx.saved_tensors
-        code, acc, bt, K, dm, N, L, blocks, softplus = ctx.meta
+        code, acc, bt, K, dm, N, L, blocks, softplus, tm = ctx.meta
         kd = K * dm
-        gy = gy.to(acc).contiguous()
+        gy = _layout(gy, acc, tm)
         new = functools.partial(torch.empty, dtype=acc)
-        gu, gdelta, gA = new(bt, kd, L), new(bt, kd, L), new(bt, kd, N)
+        gu, gdelta = (new(bt, L, kd).transpose(1, 2) for _ in range(2)) if tm else (new(bt, kd, L) for _ in range(2))
+        gA = new(bt, kd, N)
         gB, gC = new(blocks, bt, K, N, L), new(blocks, bt, K, N, L)
         gD = new(bt, kd) if D is not None else None
         gbias = new(bt, kd) if bias is not None else None
         out = (_PTR * 9)(*[_ptr(t) for t in (gy, ckpt, gu, gdelta, gA, gB, gC, gD, gbias)])
         rc = _lib().diffmf_scan_bwd(code, _ptr(u), _ptr(delta), _ptr(A), _ptr(B), _ptr(C), _ptr(D), _ptr(bias),
-                                    _ptr(ords), out, bt, K, dm, N, L, int(softplus), torch.get_num_threads())
+                                    _ptr(ords), out, bt, K, dm, N, L, _flags(softplus, tm), _strides(B),
+                                    torch.get_num_threads())
         if rc != 0:
             raise RuntimeError(f"cpu scan backward failed (code {rc})")
-        if ords is not None:
-            gu = gu.view(bt, K, dm, L).sum(1)
+        if ords is not None:  # u is shared by the K directions: sum theirs, keeping the layout
+            gu = gu.transpose(1, 2).view(bt, L, K, dm).sum(2).transpose(1, 2) if tm else gu.view(bt, K, dm, L).sum(1)
         grads = [gu, gdelta, gA.sum(0), gB.sum(0), gC.sum(0),
                  None if gD is None else gD.sum(0), None if gbias is None else gbias.sum(0)]
         grads = [None if g is None or not need else g.to(like[0]).view(like[1])

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from diffmf_core.ops import check_scan_shapes
+from diffmf_core.ops import check_scan_shapes, is_token_major
 
 MODE_IDENTITY, MODE_GRID, MODE_TABLE = 0, 1, 2
 DIRECTION_CODES = {"row": 0, "col": 1, "row_rev": 2, "col_rev": 3}  # bit 0 column-major, bit 1 reversed
@@ -322,17 +322,6 @@ def forward(u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, cfg: 
     from .triton_scan_forward import run_forward
 
     return run_forward(u, delta, A, B, C, D, delta_bias, softplus, order, cfg, save_states, token_major)
-
-
-def is_token_major(t: torch.Tensor) -> bool:
-    """A (Bt, channels, L) view of (Bt, L, channels) memory, e.g. ``x.transpose(1, 2)`` of a channels-last x."""
-    bt, c, L = t.shape
-    return c > 1 and L > 1 and t.stride(1) == 1 and t.stride(2) == c and (bt == 1 or t.stride(0) == c * L)
-
-
-def as_token_major(t: torch.Tensor) -> torch.Tensor:
-    """The same (Bt, channels, L) values laid out token-major (a copy; what is_token_major accepts)."""
-    return t.transpose(1, 2).contiguous().transpose(1, 2)
 
 
 def token_major(u: torch.Tensor, delta: torch.Tensor, cfg: ScanConfig, needs_grad: bool) -> bool:

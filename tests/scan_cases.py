@@ -5,9 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffmf_kernels.triton_scan import as_token_major
 
-from diffmf_core.ops import scan_orders
+from diffmf_core.ops import as_token_major, is_token_major, scan_orders
 from diffmf_core.ops.scan_reference import selective_scan_reference
 
 
@@ -138,13 +137,13 @@ def check_triton(case: Case, dtype: torch.dtype, device: str, config=None) -> di
 
     def scan(*a):
         y = triton_scan.selective_scan(*a, config)
-        if torch.is_inference_mode_enabled() and triton_scan.is_token_major(a[0]):
+        if torch.is_inference_mode_enabled() and is_token_major(a[0]):
             outputs.append(y)
         return y
 
     # Other configurations copy token-major inputs (checked once in check_scan's other callers).
     errors = check_scan(scan, case, dtype, device, token_major=in_place)
-    if in_place and not (len(outputs) == 1 and triton_scan.is_token_major(outputs[0])):
+    if in_place and not (len(outputs) == 1 and is_token_major(outputs[0])):
         raise AssertionError("token-major inputs read in place should give a token-major y")
     return errors
 

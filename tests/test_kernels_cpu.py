@@ -12,7 +12,7 @@ import torch
 from diffmf_kernels import cpu_scan
 from scan_cases import Case, make_inputs, max_rel, reference
 
-from diffmf_core.ops import selective_scan
+from diffmf_core.ops import as_token_major, is_token_major, selective_scan
 
 pytestmark = pytest.mark.skipif(cpu_scan.unavailable_reason() is not None,
                                 reason=f"native CPU scan unavailable: {cpu_scan.unavailable_reason()}")
@@ -74,6 +74,38 @@ def test_bfloat16_inputs_keep_float32_state(case: Case) -> None:
             assert max_rel(g, r) < 2e-2
 
 
+def _strided_like(t: torch.Tensor) -> torch.Tensor:
+    """(Bt, K, N, L) values as a token-major slice of a wider buffer, as SS2D hands B and C over."""
+    bt, k, n, L = t.shape
+    view = torch.zeros(bt, L, k, n + 3, dtype=t.dtype)[..., 1:n + 1].permute(0, 2, 3, 1)
+    return view.copy_(t)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=["fp64", "fp32", "bf16"])
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_token_major_and_strided_inputs_give_identical_results(case: Case, dtype: torch.dtype) -> None:
+    """Token-major u/delta and strided B/C are read in place: the same sums in the same order, so equal bits."""
+    xs, orders = make_inputs(case, torch.float32 if dtype == torch.bfloat16 else dtype)
+    xs = [t.to(dtype) if dtype == torch.bfloat16 and i in (0, 1, 3, 4) else t for i, t in enumerate(xs)]
+    laid = [as_token_major(t) if i < 2 else _strided_like(t) if i in (3, 4) else t for i, t in enumerate(xs)]
+    assert not laid[3].is_contiguous()
+    grad_out = torch.randn(case.bt, case.K * case.dm, case.L, generator=torch.Generator().manual_seed(3)).to(dtype)
+    results = []
+    for inputs, gy in ((xs, grad_out), (laid, as_token_major(grad_out)), (laid, grad_out)):
+        inputs = [None if t is None else t.detach().requires_grad_() for t in inputs]
+        y = cpu_scan.selective_scan(*inputs, case.softplus, orders)
+        results.append((y, _grads(y, inputs, gy)))
+    (y, grads), *others = results
+    token_major = case.dm * case.K > 1  # otherwise both layouts are one
+    for y_tm, grads_tm in others:
+        assert torch.equal(y_tm, y) and is_token_major(y_tm) == token_major
+        for name, g, g_tm in zip(("u", "delta", "A", "B", "C", "D", "delta_bias"), grads, grads_tm):
+            assert (g is None) == (g_tm is None), name
+            if g is not None:
+                assert torch.equal(g_tm, g), name
+        assert is_token_major(grads_tm[1]) == token_major and is_token_major(grads_tm[0]) == (case.dm > 1)
+
+
 def test_dispatcher_runs_the_native_kernel() -> None:
     case = CASES[0]
     xs, orders = make_inputs(case, torch.float32)
@@ -95,7 +127,7 @@ def test_without_a_compiler_the_dispatcher_falls_back_with_one_warning(tmp_path)
     script = textwrap.dedent("""
         import logging, torch
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
-        from diffmf_core.ops import selective_scan
+        from diffmf_core.ops import as_token_major, is_token_major, selective_scan
         from diffmf_core.ops.scan_reference import selective_scan_reference
         from diffmf_core.ops import scan_orders
         g = torch.Generator().manual_seed(0)

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import scan_orders, selective_scan
+from ..ops import is_token_major, scan_orders, scan_token_major, selective_scan
+from .scan_io import conv_tokens, sum_directions
 from .ssm_params import a_log_init, dt_bias_init
 
 
@@ -29,10 +30,9 @@ class _ModalityProjection(nn.Module):
         self.out_norm = nn.LayerNorm(inner)
         self.out_proj = nn.Linear(inner, dim, bias=False)
 
-    def forward(self, f: torch.Tensor):
+    def forward(self, f: torch.Tensor, token_major: bool):
         x, z = self.in_proj(self.norm(f.permute(0, 2, 3, 1))).chunk(2, dim=-1)
-        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2).contiguous()))  # (B, inner, H, W)
-        u = x.flatten(2)
+        u = conv_tokens(self.conv2d, x, token_major)  # (B, inner, L)
         bcdt = self.bcdt_proj(u.transpose(1, 2))  # (B, L, 2N + K*heads)
         return u, z, bcdt
 
@@ -56,24 +56,29 @@ class CrossModalSSD(nn.Module):
         n, k, heads = self.d_state, len(self.directions), self.heads
         head_dim = inner // heads
         B_other, C_other = other[..., :n], other[..., n:2 * n]  # swapped: the other modality's B and C
-        dt = own[..., 2 * n:].view(b, L, k, heads).permute(0, 2, 3, 1)  # (B, K, heads, L)
-        delta = dt.repeat_interleave(head_dim, dim=2).reshape(b, k * inner, L)
+        dt = own[..., 2 * n:].view(b, L, k, heads)
+        if is_token_major(u):  # the scan reads u and delta in place as (B, L, channels) memory
+            delta = dt.repeat_interleave(head_dim, dim=3).reshape(b, L, k * inner).transpose(1, 2)
+        else:
+            delta = dt.permute(0, 2, 3, 1).repeat_interleave(head_dim, dim=2).reshape(b, k * inner, L).contiguous()
         A = -torch.exp(branch.A_log.float()).view(k, heads, 1).repeat_interleave(head_dim, dim=1)
         A = A.reshape(k * inner, 1)
         dt_bias = branch.dt_bias.float().view(k, heads).repeat_interleave(head_dim, dim=1).reshape(-1)
-        Bk = B_other.transpose(1, 2).unsqueeze(1).expand(b, k, n, L).contiguous()
-        Ck = C_other.transpose(1, 2).unsqueeze(1).expand(b, k, n, L).contiguous()
-        y = selective_scan(u, delta.contiguous(), A.expand(k * inner, n).contiguous(), Bk, Ck,
+        # Views (the directions share them): backends copy what they cannot read in place.
+        Bk = B_other.transpose(1, 2).unsqueeze(1).expand(b, k, n, L)
+        Ck = C_other.transpose(1, 2).unsqueeze(1).expand(b, k, n, L)
+        y = selective_scan(u, delta, A.expand(k * inner, n).contiguous(), Bk, Ck,
                            branch.D.float().repeat(k), dt_bias, True, backend=self.scan_backend,
                            orders=scan_orders(hw[0], hw[1], u.device, self.directions))
-        y = y.view(b, k, inner, L).sum(1).transpose(1, 2)  # (B, L, inner)
+        y = sum_directions(y, k)  # (B, L, inner)
         y = branch.out_norm(y) * F.silu(z.reshape(b, L, inner))
         return branch.out_proj(y).transpose(1, 2).reshape(b, -1, *hw)
 
     def forward(self, f_ir: torch.Tensor, f_vi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hw = f_ir.shape[-2:]
-        u_ir, z_ir, p_ir = self.ir(f_ir)
-        u_vi, z_vi, p_vi = self.vi(f_vi)
+        tm = scan_token_major(f_ir.device, self.scan_backend, torch.is_grad_enabled())
+        u_ir, z_ir, p_ir = self.ir(f_ir, tm)
+        u_vi, z_vi, p_vi = self.vi(f_vi, tm)
         y_ir = self._scan(self.ir, u_ir, z_ir, p_ir, p_vi, hw)
         y_vi = self._scan(self.vi, u_vi, z_vi, p_vi, p_ir, hw)
         return y_ir, y_vi

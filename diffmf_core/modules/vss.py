@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops import scan_orders, selective_scan
+from ..ops import scan_orders, scan_token_major, selective_scan
+from .scan_io import conv_tokens, sum_directions
 from .ssm_params import a_log_init, dt_bias_init
 
 
@@ -16,7 +17,9 @@ class SS2D(nn.Module):
     """2-D selective scan over four token orders of an (H, W) map, summed (VMamba's merge).
 
     Works channels-last: (B, H, W, C) in and out. The four orders are index permutations
-    handed to the scan, so no flipped or transposed copies of the map are made here.
+    handed to the scan, so no flipped or transposed copies of the map are made here. Where the
+    scan backend reads token-major tensors in place (ops.scan_token_major), u, delta and y stay
+    (B, L, channels) in memory too; otherwise they are made contiguous (B, channels, L).
     """
 
     K = 4
@@ -42,18 +45,25 @@ class SS2D(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape
         L = h * w
+        tm = scan_token_major(x.device, self.scan_backend, torch.is_grad_enabled())
         xs, z = self.in_proj(x).chunk(2, dim=-1)
-        xs = F.silu(self.conv2d(xs.permute(0, 3, 1, 2).contiguous()))
-        u = xs.flatten(2)  # (B, inner, L), raster order, shared by the 4 directions
-        x_dbl = torch.einsum("bdl,kcd->bkcl", u, self.x_proj_weight)
-        dts, Bs, Cs = torch.split(x_dbl, [self.rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight).reshape(b, -1, L)
+        u = conv_tokens(self.conv2d, xs, tm)  # (B, inner, L), raster order, shared by the 4 directions
+        if tm:  # (B, L, ...) matmuls; the K directions' dt projections as one block-diagonal one
+            x_dbl = F.linear(u.transpose(1, 2), self.x_proj_weight.flatten(0, 1)).view(b, L, self.K, -1)
+            dts, Bs, Cs = torch.split(x_dbl, [self.rank, self.d_state, self.d_state], dim=3)
+            delta = F.linear(dts.flatten(2), torch.block_diag(*self.dt_projs_weight)).transpose(1, 2)
+            Bs, Cs = Bs.permute(0, 2, 3, 1), Cs.permute(0, 2, 3, 1)
+        else:
+            x_dbl = torch.einsum("bdl,kcd->bkcl", u, self.x_proj_weight)
+            dts, Bs, Cs = torch.split(x_dbl, [self.rank, self.d_state, self.d_state], dim=2)
+            delta = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight).reshape(b, -1, L).contiguous()
+        # B and C go as views of x_dbl: backends copy what they cannot read in place.
         y = selective_scan(
-            u, dts.contiguous(), -torch.exp(self.A_logs.float()), Bs.contiguous(), Cs.contiguous(),
+            u, delta, -torch.exp(self.A_logs.float()), Bs, Cs,
             self.Ds.float(), self.dt_projs_bias.float(), True, backend=self.scan_backend,
             orders=scan_orders(h, w, x.device),
         )
-        y = y.view(b, self.K, self.inner, L).sum(1).view(b, self.inner, h, w).permute(0, 2, 3, 1)
+        y = sum_directions(y, self.K).view(b, h, w, self.inner)
         y = self.out_norm(y) * F.silu(z)
         return self.out_proj(y)
 

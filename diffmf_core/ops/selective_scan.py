@@ -35,10 +35,16 @@ class ScanBackendError(RuntimeError):
     """A scan backend was asked for by name but cannot run here."""
 
 
+def _channel_major(needs_grad: bool) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str
     fn: Callable[..., torch.Tensor]
+    # (needs_grad) -> whether it reads token-major u/delta in place and pays less so (ops/scan_layout.py)
+    prefers_token_major: Callable[[bool], bool] = _channel_major
 
 
 def _load(name: str, device: torch.device) -> Backend:
@@ -56,7 +62,7 @@ def _load(name: str, device: torch.device) -> Backend:
         reason = mod.unavailable_reason()
         if reason:
             raise ScanBackendError(f"scan backend '{name}' unavailable: {reason}")
-        return Backend(name, mod.selective_scan)
+        return Backend(name, mod.selective_scan, getattr(mod, "prefers_token_major", _channel_major))
     raise ScanBackendError(f"unknown scan backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 

@@ -3,12 +3,14 @@
 // Plain C++17 with a C ABI and no torch headers, so it compiles in seconds; Python
 // (diffmf_kernels/cpu_scan.py) loads it with ctypes and wraps it in an autograd.Function.
 //
-// Layout (all contiguous; "acc" is float, or double for float64 inputs):
+// Layout ("acc" is float, or double for float64 inputs):
 //   u      (Bt, Dm, L) raster order when `orders` is given (shared by the K directions),
 //          else (Bt, K*Dm, L)                                           input dtype
 //   delta  (Bt, K*Dm, L)                                                input dtype
+//   (u, delta, y and the backward's gy, gu, gdelta are either all channel-major, as written, or
+//   all token-major: (Bt, L, channels) memory, `token_major` below; everything else is as written)
 //   A      (K*Dm, N)                                                    acc
-//   B, C   (Bt, K, N, L)                                                input dtype
+//   B, C   (Bt, K, N, L), both with the strides bc_stride (any: e.g. slices of one projection)  input dtype
 //   D, bias (K*Dm) or null                                              acc
 //   orders (K, L) int64 or null: direction k visits raster token orders[k, t] at step t
 //   y      (Bt, K*Dm, L) raster order                                   acc
@@ -62,6 +64,19 @@ DIFFMF_NOINLINE void gather(const in_t* __restrict src, const int64_t* __restric
     for (int64_t t = 0; t < T; ++t) dst[t * stride] = load(src, i0 - t) + add;
   } else {
     for (int64_t t = 0; t < T; ++t) dst[t * stride] = load(src, idx[t]) + add;
+  }
+}
+// Bc[n][t] = B[idx[t] * tstride + n * nstride] (and C alike) for a chunk, token by token.
+template <typename in_t, typename acc_t>
+DIFFMF_NOINLINE void gather_states(const in_t* __restrict B, const in_t* __restrict C, int64_t nstride,
+                                   int64_t tstride, const int64_t* __restrict idx, int64_t T, int64_t N,
+                                   acc_t* __restrict Bc, acc_t* __restrict Cc) {
+  for (int64_t t = 0; t < T; ++t) {
+    const int64_t i = idx[t] * tstride;
+    for (int64_t n = 0; n < N; ++n) {
+      Bc[n * TT + t] = load(B, i + n * nstride);
+      Cc[n * TT + t] = load(C, i + n * nstride);
+    }
   }
 }
 template <typename acc_t>
@@ -132,17 +147,23 @@ struct Problem {
   const int64_t* orders;
   int64_t Bt, K, Dm, N, L;
   bool softplus;
+  bool token_major;
+  const int64_t* bc_stride;  // B's and C's element strides: batch, direction, state, token
   int64_t blocks() const { return (Dm + W - 1) / W; }  // channel blocks per (batch, direction)
+  // Where channel c's token i of a (Bt, channels, L) tensor with `channels` rows sits, relative
+  // to its batch: c * lane_stride + i * token_stride.
+  int64_t lane_stride() const { return token_major ? 1 : L; }
+  int64_t token_stride(int64_t channels) const { return token_major ? channels : 1; }
 };
 
 int64_t n_chunks(int64_t L) { return (L + TT - 1) / TT; }
 
 template <typename acc_t>
 struct Grads {
-  const acc_t* gy;    // (Bt, KD, L)
+  const acc_t* gy;    // (Bt, KD, L), or token-major (Bt, L, KD)
   const acc_t* ckpt;  // (Bt, KD, nch, N)
-  acc_t* gu;          // (Bt, KD, L): per channel; the caller sums directions when u is shared
-  acc_t* gdelta;      // (Bt, KD, L)
+  acc_t* gu;          // like gy: per channel; the caller sums directions when u is shared
+  acc_t* gdelta;      // like gy
   acc_t* gA;          // (Bt, KD, N): per batch; the caller sums
   acc_t* gB;          // (blocks, Bt, K, N, L): per channel block; the caller sums
   acc_t* gC;          // (blocks, Bt, K, N, L)
@@ -229,11 +250,14 @@ void row_sums(acc_t* m, int64_t rows, acc_t* out) {
 
 // ---- a chunk's per-lane rows <-> its [t][lane] buffer ----------------------------------
 //
-// Lane l's tokens live in row base + l * stride (one channel each); the chunk visits them in
-// idx order. Row directions visit a contiguous run (idx[t] = idx[0] +- t): there, for float
-// buffers with vector extensions, 16 steps x 16 lanes move as one block (16 vector loads, an
-// in-register transpose, 16 vector stores) instead of 256 scalar loads and stores. Column
+// Channel-major (tstride 1): lane l's tokens live in row base + l * stride (one channel each);
+// the chunk visits them in idx order. Row directions visit a contiguous run (idx[t] = idx[0] +- t):
+// there, for float buffers with vector extensions, 16 steps x 16 lanes move as one block (16 vector
+// loads, an in-register transpose, 16 vector stores) instead of 256 scalar loads and stores. Column
 // directions and other orders take the scalar gather/scatter.
+//
+// Token-major (stride 1, tstride = channels): the lanes of token i are adjacent at base + i * tstride,
+// so every step of every direction is one contiguous load or store of the live lanes.
 
 // +1 / -1 when idx[t] = idx[0] +- t for the whole chunk, else 0.
 inline int run_direction(const int64_t* idx, int64_t T) {
@@ -290,8 +314,21 @@ inline f32x16 load16(const in_t* p) {
 
 // dst[t][l] = row_l[idx[t]] + add[l] for the nl live lanes (padding lanes untouched).
 template <typename in_t, typename acc_t>
-DIFFMF_NOINLINE void gather_lanes(const in_t* base, int64_t stride, int64_t nl, const int64_t* idx, int64_t T, int dir,
-                                  acc_t* dst, const acc_t* add) {
+DIFFMF_NOINLINE void gather_lanes(const in_t* base, int64_t stride, int64_t tstride, int64_t nl, const int64_t* idx,
+                                  int64_t T, int dir, acc_t* dst, const acc_t* add) {
+  if (tstride != 1) {
+    for (int64_t t = 0; t < T; ++t) {
+      const in_t* src = base + idx[t] * tstride;
+      acc_t* out = dst + t * W;
+      if (nl == W) {
+#pragma omp simd
+        for (int l = 0; l < W; ++l) out[l] = load(src, l) + add[l];
+      } else {
+        for (int64_t l = 0; l < nl; ++l) out[l] = load(src, l) + add[l];
+      }
+    }
+    return;
+  }
   int64_t t0 = 0;
 #ifdef DIFFMF_TRANSPOSE
   if constexpr (sizeof(acc_t) == 4 && W == 16) {
@@ -318,8 +355,12 @@ DIFFMF_NOINLINE void gather_lanes(const in_t* base, int64_t stride, int64_t nl, 
 
 // row_l[idx[t]] = src[t][l] for the nl live lanes.
 template <typename acc_t>
-DIFFMF_NOINLINE void scatter_lanes(const acc_t* src, acc_t* base, int64_t stride, int64_t nl, const int64_t* idx,
-                                   int64_t T, int dir) {
+DIFFMF_NOINLINE void scatter_lanes(const acc_t* src, acc_t* base, int64_t stride, int64_t tstride, int64_t nl,
+                                   const int64_t* idx, int64_t T, int dir) {
+  if (tstride != 1) {
+    for (int64_t t = 0; t < T; ++t) std::memcpy(base + idx[t] * tstride, src + t * W, nl * sizeof(acc_t));
+    return;
+  }
   int64_t t0 = 0;
 #ifdef DIFFMF_TRANSPOSE
   if constexpr (sizeof(acc_t) == 4 && W == 16) {
@@ -363,6 +404,8 @@ struct Scan {
   };
 
   int64_t channel(const Work& w, int64_t l) const { return w.k * p.Dm + w.d0 + l; }
+  // Offset of the task's first channel in a (Bt, KD, L) tensor (delta, y, gy, gu, gdelta), either layout.
+  int64_t row0(const Work& w) const { return w.b * KD * p.L + channel(w, 0) * p.lane_stride(); }
 
   // Per-lane constants: A transposed to [n][lane], D, delta_bias (zero in padding lanes).
   void setup(Work& w) const {
@@ -385,19 +428,26 @@ struct Scan {
     const int64_t N = nstate();
     for (int64_t t = 0; t < T; ++t) w.idx[t] = p.orders ? p.orders[w.k * p.L + s + t] : s + t;
     w.run = run_direction(w.idx.data(), T);
-    const in_t* Bp = static_cast<const in_t*>(p.B) + (w.b * p.K + w.k) * N * p.L;
-    const in_t* Cp = static_cast<const in_t*>(p.C) + (w.b * p.K + w.k) * N * p.L;
-    for (int64_t n = 0; n < N; ++n) {
-      gather(Bp + n * p.L, w.idx.data(), T, &w.Bc[n * TT], 1, acc_t(0), w.run);
-      gather(Cp + n * p.L, w.idx.data(), T, &w.Cc[n * TT], 1, acc_t(0), w.run);
+    const int64_t* bs = p.bc_stride;
+    const int64_t off = w.b * bs[0] + w.k * bs[1];
+    const in_t* Bp = static_cast<const in_t*>(p.B) + off;
+    const in_t* Cp = static_cast<const in_t*>(p.C) + off;
+    if (bs[3] == 1) {  // each state's tokens contiguous (channel-major)
+      for (int64_t n = 0; n < N; ++n) {
+        gather(Bp + n * bs[2], w.idx.data(), T, &w.Bc[n * TT], 1, acc_t(0), w.run);
+        gather(Cp + n * bs[2], w.idx.data(), T, &w.Cc[n * TT], 1, acc_t(0), w.run);
+      }
+    } else {  // e.g. token-major slices of a (Bt, L, ...) projection: a token's states together
+      gather_states(Bp, Cp, bs[2], bs[3], w.idx.data(), T, N, w.Bc.data(), w.Cc.data());
     }
     std::fill(w.x.begin(), w.x.end(), acc_t(0));
     std::fill(w.u.begin(), w.u.end(), acc_t(0));
-    const in_t* u0 = static_cast<const in_t*>(p.u) + (p.orders ? w.b * p.Dm + w.d0 : w.b * KD + channel(w, 0)) * p.L;
-    const in_t* d0 = static_cast<const in_t*>(p.delta) + (w.b * KD + channel(w, 0)) * p.L;
+    const int64_t uc = p.orders ? p.Dm : KD;  // u's channels
+    const in_t* u0 = static_cast<const in_t*>(p.u) + w.b * uc * p.L + (p.orders ? w.d0 : channel(w, 0)) * p.lane_stride();
     const acc_t zero[W] = {};
-    gather_lanes(d0, p.L, w.nl, w.idx.data(), T, w.run, w.x.data(), w.biasl.data());
-    gather_lanes(u0, p.L, w.nl, w.idx.data(), T, w.run, w.u.data(), zero);
+    gather_lanes(static_cast<const in_t*>(p.delta) + row0(w), p.lane_stride(), p.token_stride(KD), w.nl,
+                 w.idx.data(), T, w.run, w.x.data(), w.biasl.data());
+    gather_lanes(u0, p.lane_stride(), p.token_stride(uc), w.nl, w.idx.data(), T, w.run, w.u.data(), zero);
     if (p.softplus) {
       for (int64_t i = 0; i < T * W; ++i) w.dt[i] = softplus(w.x[i]);
     } else {
@@ -439,7 +489,7 @@ struct Scan {
         // y for this step goes back to [t][lane] in x's buffer (x is not needed any more).
         for (int l = 0; l < W; ++l) w.x[t * W + l] = yt[l] + w.Dl[l] * w.u[t * W + l];
       }
-      scatter_lanes(w.x.data(), y + (w.b * KD + channel(w, 0)) * p.L, p.L, w.nl, w.idx.data(), T, w.run);
+      scatter_lanes(w.x.data(), y + row0(w), p.lane_stride(), p.token_stride(KD), w.nl, w.idx.data(), T, w.run);
     }
   }
 
@@ -458,7 +508,8 @@ struct Scan {
       std::fill(w.gy.begin(), w.gy.end(), acc_t(0));
       std::fill(w.h0.begin(), w.h0.end(), acc_t(0));
       const acc_t zero[W] = {};
-      gather_lanes(g.gy + (w.b * KD + channel(w, 0)) * p.L, p.L, w.nl, w.idx.data(), T, w.run, w.gy.data(), zero);
+      gather_lanes(g.gy + row0(w), p.lane_stride(), p.token_stride(KD), w.nl, w.idx.data(), T, w.run, w.gy.data(),
+                   zero);
       for (int64_t l = 0; l < w.nl; ++l) {
         const int64_t c = channel(w, l);
         for (int64_t n = 0; n < N; ++n) w.h0[n * W + l] = g.ckpt[((w.b * KD + c) * nch + j) * N + n];
@@ -537,9 +588,9 @@ struct Scan {
           gbias[l] += gdtt[l];
         }
       }
-      const int64_t row0 = (w.b * KD + channel(w, 0)) * p.L;
-      scatter_lanes(gu.data(), g.gu + row0, p.L, w.nl, w.idx.data(), T, w.run);
-      scatter_lanes(gdt.data(), g.gdelta + row0, p.L, w.nl, w.idx.data(), T, w.run);
+      const int64_t ls = p.lane_stride(), ts = p.token_stride(KD);
+      scatter_lanes(gu.data(), g.gu + row0(w), ls, ts, w.nl, w.idx.data(), T, w.run);
+      scatter_lanes(gdt.data(), g.gdelta + row0(w), ls, ts, w.nl, w.idx.data(), T, w.run);
     }
     for (int64_t l = 0; l < w.nl; ++l) {
       const int64_t c = channel(w, l);
@@ -623,8 +674,8 @@ int dispatch_bwd(const Problem& p, void* const* out, int threads) {
 
 Problem make_problem(const void* u, const void* delta, const void* A, const void* B, const void* C,
                      const void* D, const void* bias, const int64_t* orders, int64_t Bt, int64_t K,
-                     int64_t Dm, int64_t N, int64_t L, int softplus) {
-  return Problem{u, delta, A, B, C, D, bias, orders, Bt, K, Dm, N, L, softplus != 0};
+                     int64_t Dm, int64_t N, int64_t L, int flags, const int64_t* bc_stride) {
+  return Problem{u, delta, A, B, C, D, bias, orders, Bt, K, Dm, N, L, (flags & 1) != 0, (flags & 2) != 0, bc_stride};
 }
 
 }  // namespace
@@ -634,11 +685,14 @@ extern "C" {
 int64_t diffmf_scan_chunk() { return TT; }
 int64_t diffmf_scan_lanes() { return W; }
 
+// flags: bit 0 softplus on delta + bias, bit 1 token-major u, delta, y (and gy, gu, gdelta).
+// bc_stride: 4 element strides of B and C (batch, direction, state, token).
 // Returns 0 on success, -1 for an unknown dtype code.
 int diffmf_scan_fwd(int dtype, const void* u, const void* delta, const void* A, const void* B, const void* C,
                     const void* D, const void* bias, const int64_t* orders, void* y, void* ckpt, int64_t Bt,
-                    int64_t K, int64_t Dm, int64_t N, int64_t L, int softplus, int threads) {
-  const Problem p = make_problem(u, delta, A, B, C, D, bias, orders, Bt, K, Dm, N, L, softplus);
+                    int64_t K, int64_t Dm, int64_t N, int64_t L, int flags, const int64_t* bc_stride,
+                    int threads) {
+  const Problem p = make_problem(u, delta, A, B, C, D, bias, orders, Bt, K, Dm, N, L, flags, bc_stride);
   switch (dtype) {
     case F32: return dispatch_fwd<float, float>(p, y, ckpt, threads);
     case BF16: return dispatch_fwd<uint16_t, float>(p, y, ckpt, threads);
@@ -650,8 +704,9 @@ int diffmf_scan_fwd(int dtype, const void* u, const void* delta, const void* A, 
 // out: gy, ckpt (inputs), then gu, gdelta, gA, gB, gC, gD, gbias (outputs; gD/gbias may be null).
 int diffmf_scan_bwd(int dtype, const void* u, const void* delta, const void* A, const void* B, const void* C,
                     const void* D, const void* bias, const int64_t* orders, void* const* out, int64_t Bt,
-                    int64_t K, int64_t Dm, int64_t N, int64_t L, int softplus, int threads) {
-  const Problem p = make_problem(u, delta, A, B, C, D, bias, orders, Bt, K, Dm, N, L, softplus);
+                    int64_t K, int64_t Dm, int64_t N, int64_t L, int flags, const int64_t* bc_stride,
+                    int threads) {
+  const Problem p = make_problem(u, delta, A, B, C, D, bias, orders, Bt, K, Dm, N, L, flags, bc_stride);
   switch (dtype) {
     case F32: return dispatch_bwd<float, float>(p, out, threads);
     case BF16: return dispatch_bwd<uint16_t, float>(p, out, threads);
