@@ -83,11 +83,16 @@ class FusionEngine:
                 log.warning("no trained weights shipped for preset %r: fusing with an untrained network",
                             preset or "tiny")
                 model = DiffMF(get_config(preset or "tiny"))
-        self.model = model.to(self.device, self.dtype).eval()
+        self.backend = resolve_backend(model.config.scan_backend, self.device).name
+        # Where the scan reads token-major tensors in place, the whole network runs channels-last: its
+        # convolutions then hand SS2D (B, L, C) memory, and on the 2-core CPU box the tiny model's 640x512
+        # frame took 566 against 641 ms (median of 8) for the same weights channels-last.
+        self.memory_format = (torch.channels_last if scan_token_major(self.device, self.backend)
+                              else torch.contiguous_format)
+        self.model = model.to(self.device, self.dtype, memory_format=self.memory_format).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.config = self.model.config
-        self.backend = resolve_backend(self.config.scan_backend, self.device).name
         self.use_graphs = cuda_graphs and self.device.type == "cuda"
         self._graphs: OrderedDict[tuple, _CapturedForward] = OrderedDict()
         self._max_graphs = max_graphs
@@ -132,7 +137,7 @@ class FusionEngine:
             "dtype": str(self.dtype).replace("torch.", ""),
             "scan_backend": self.backend,
             # how SS2D / the SSD hand the scan u, delta and y (ops/scan_layout.py)
-            "scan_layout": "token-major" if scan_token_major(self.device, self.backend) else "channel-major",
+            "scan_layout": "token-major" if self.memory_format == torch.channels_last else "channel-major",
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "checkpoint": str(self.checkpoint) if self.checkpoint else "untrained",
             "cuda_graphs": self.use_graphs,
@@ -141,7 +146,7 @@ class FusionEngine:
 
     # -- internals ----------------------------------------------------------------------
     def _forward(self, ir: torch.Tensor, vi: torch.Tensor) -> torch.Tensor:
-        ir, vi = ir.to(self.dtype), vi.to(self.dtype)
+        ir, vi = (t.to(self.dtype).contiguous(memory_format=self.memory_format) for t in (ir, vi))
         if not self.use_graphs:
             return self.model(ir, vi)
         key = tuple(ir.shape)

@@ -23,6 +23,23 @@ def test_defaults_on_cpu(engine):
     assert info["scan_backend"] in ("reference", "cpu") and info["parameters"] > 0
 
 
+def test_token_major_layout_runs_channels_last_with_the_same_result(tmp_path, monkeypatch):
+    """DIFFMF_SCAN_LAYOUT picks the engine's memory format; both layouts fuse alike (float rounding only)."""
+    torch.manual_seed(0)
+    path = save_checkpoint(build_model("tiny", **SMALL), tmp_path / "small.safetensors")
+    rng = np.random.default_rng(3)
+    ir, vi = rng.random((33, 47)).astype(np.float32), rng.random((33, 47)).astype(np.float32)
+    fused = {}
+    for layout, fmt in (("channel_major", torch.contiguous_format), ("token_major", torch.channels_last)):
+        monkeypatch.setenv("DIFFMF_SCAN_LAYOUT", layout)
+        eng = FusionEngine(checkpoint=path, device="cpu")
+        assert eng.memory_format == fmt
+        name = layout.replace("_", "-")
+        assert eng.info()["scan_layout"] == name and f"({name})" in eng.describe()
+        fused[layout] = eng.fuse(ir, vi).astype(int)
+    assert np.abs(fused["channel_major"] - fused["token_major"]).max() <= 1
+
+
 def test_gray_uint8(engine):
     rng = np.random.default_rng(0)
     ir = rng.integers(0, 256, (29, 41), dtype=np.uint8)

@@ -105,6 +105,29 @@ inline float exp_approx(float x) {
 }
 inline double exp_approx(double x) { return std::exp(x); }
 
+// 2^x, for the state decay exp(dt * A) = 2^(dt * A log2 e) with A log2 e precomputed per lane: the scan's
+// hottest function (one per step, state and channel), so the fewest instructions that keep float accuracy:
+// no Cody-Waite reduction (x arrives in log2 units), exponent bits built directly (x clamped so that 2^k is a
+// normal float), Taylor series of 2^r = e^(r ln 2) to degree 6 on |r| <= 1/2 (truncation < 1.2e-7 relative).
+// ~17 vector instructions against ~27 for exp_approx(dt * A) as GCC 12 compiled it.
+inline float exp2_approx(float x) {
+  x = std::min(std::max(x, -126.0f), 127.0f);
+  const float kf = std::floor(x + 0.5f);
+  const float r = x - kf;
+  float p = 1.5403530393381606e-4f;
+  p = p * r + 1.3333558146428443e-3f;
+  p = p * r + 9.6181291076284772e-3f;
+  p = p * r + 5.5504108664821580e-2f;
+  p = p * r + 2.4022650695910071e-1f;
+  p = p * r + 6.9314718055994531e-1f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(kf) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+inline double exp2_approx(double x) { return std::exp2(x); }
+
 inline float log1p_unit(float e) {
   // log(1 + e) for e in [0, 1] as 2*atanh(e / (2 + e)); |s| <= 1/3, series to s^13.
   const float s = e / (2.0f + e);
@@ -358,7 +381,16 @@ template <typename acc_t>
 DIFFMF_NOINLINE void scatter_lanes(const acc_t* src, acc_t* base, int64_t stride, int64_t tstride, int64_t nl,
                                    const int64_t* idx, int64_t T, int dir) {
   if (tstride != 1) {
-    for (int64_t t = 0; t < T; ++t) std::memcpy(base + idx[t] * tstride, src + t * W, nl * sizeof(acc_t));
+    for (int64_t t = 0; t < T; ++t) {
+      acc_t* out = base + idx[t] * tstride;
+      const acc_t* in = src + t * W;
+      if (nl == W) {  // a fixed-size copy the compiler turns into vector moves (memcpy of nl: a libc call per step)
+#pragma omp simd
+        for (int l = 0; l < W; ++l) out[l] = in[l];
+      } else {
+        for (int64_t l = 0; l < nl; ++l) out[l] = in[l];
+      }
+    }
     return;
   }
   int64_t t0 = 0;
@@ -395,9 +427,9 @@ struct Scan {
     int64_t b, k, d0, nl;  // batch, direction, first channel, live lanes
     int run = 0;           // run_direction() of the current chunk
     std::vector<int64_t> idx;
-    std::vector<acc_t> Bc, Cc, At, Dl, biasl, x, dt, u, du, gy, a, h, gh, gBl, gCl, gBt, gCt, h0, state;
+    std::vector<acc_t> Bc, Cc, At, At2, Dl, biasl, x, dt, u, du, gy, a, h, gh, gBl, gCl, gBt, gCt, h0, state;
     Work(int64_t N, int64_t b_, int64_t k_, int64_t d0_, int64_t nl_, bool backward)
-        : b(b_), k(k_), d0(d0_), nl(nl_), idx(TT), Bc(TT * N), Cc(TT * N), At(N * W), Dl(W), biasl(W),
+        : b(b_), k(k_), d0(d0_), nl(nl_), idx(TT), Bc(TT * N), Cc(TT * N), At(N * W), At2(N * W), Dl(W), biasl(W),
           x(TT * W), dt(TT * W), u(TT * W), du(TT * W), gy(backward ? TT * W : 0),
           a(backward ? TT * N * W : 0), h(backward ? TT * N * W : 0), gh(backward ? N * W : 0),
           gBl(backward ? N * W : 0), gCl(backward ? N * W : 0), gBt(backward ? N : 0), gCt(backward ? N : 0), h0(N * W), state(N * W, acc_t(0)) {}
@@ -407,7 +439,8 @@ struct Scan {
   // Offset of the task's first channel in a (Bt, KD, L) tensor (delta, y, gy, gu, gdelta), either layout.
   int64_t row0(const Work& w) const { return w.b * KD * p.L + channel(w, 0) * p.lane_stride(); }
 
-  // Per-lane constants: A transposed to [n][lane], D, delta_bias (zero in padding lanes).
+  // Per-lane constants: A transposed to [n][lane] (and times log2 e, for exp2), D, delta_bias (zero in padding
+  // lanes).
   void setup(Work& w) const {
     const int64_t N = nstate();
     const acc_t* A = static_cast<const acc_t*>(p.A);
@@ -420,6 +453,7 @@ struct Scan {
       if (p.D) w.Dl[l] = static_cast<const acc_t*>(p.D)[c];
       if (p.bias) w.biasl[l] = static_cast<const acc_t*>(p.bias)[c];
     }
+    for (int64_t i = 0; i < N * W; ++i) w.At2[i] = w.At[i] * acc_t(1.4426950408889634);  // A log2 e
   }
 
   // Chunk [s, s+T): token indices, B and C in scan order ([n][t]), and per lane
@@ -469,7 +503,6 @@ struct Scan {
           for (int64_t n = 0; n < N; ++n) ckpt[((w.b * KD + channel(w, l)) * nch + j) * N + n] = w.state[n * W + l];
       }
       acc_t* h = w.state.data();
-      const acc_t* At = w.At.data();
       for (int64_t t = 0; t < T; ++t) {
         const acc_t* dt = &w.dt[t * W];
         const acc_t* du = &w.du[t * W];
@@ -479,10 +512,10 @@ struct Scan {
         for (int64_t n = 0; n < N; ++n) {
           const acc_t bn = bt[n * TT], cn = ct[n * TT];
           acc_t* hn = h + n * W;
-          const acc_t* an = At + n * W;
+          const acc_t* a2 = &w.At2[n * W];
 #pragma omp simd
           for (int l = 0; l < W; ++l) {
-            hn[l] = exp_approx(dt[l] * an[l]) * hn[l] + du[l] * bn;
+            hn[l] = exp2_approx(dt[l] * a2[l]) * hn[l] + du[l] * bn;
             yt[l] += cn * hn[l];
           }
         }
@@ -521,13 +554,13 @@ struct Scan {
         const acc_t* bt = &w.Bc[t];
         for (int64_t n = 0; n < N; ++n) {
           const acc_t bn = bt[n * TT];
-          const acc_t* an = At + n * W;
+          const acc_t* a2 = &w.At2[n * W];
           const acc_t* hp = t > 0 ? &w.h[((t - 1) * N + n) * W] : &w.h0[n * W];
           acc_t* at = &w.a[(t * N + n) * W];
           acc_t* ht = &w.h[(t * N + n) * W];
 #pragma omp simd
           for (int l = 0; l < W; ++l) {
-            at[l] = exp_approx(dt[l] * an[l]);
+            at[l] = exp2_approx(dt[l] * a2[l]);
             ht[l] = at[l] * hp[l] + du[l] * bn;
           }
         }
