@@ -20,7 +20,7 @@ from .checkpoint import load_model
 from .colour import luma, recombine
 from .config import get_config
 from .model import DiffMF
-from .ops import resolve_backend, scan_token_major
+from .ops import model_memory_format, resolve_backend
 
 log = logging.getLogger("diffmf_core.engine")
 
@@ -84,11 +84,9 @@ class FusionEngine:
                             preset or "tiny")
                 model = DiffMF(get_config(preset or "tiny"))
         self.backend = resolve_backend(model.config.scan_backend, self.device).name
-        # Where the scan reads token-major tensors in place, the whole network runs channels-last: its
-        # convolutions then hand SS2D (B, L, C) memory, and on the 2-core CPU box the tiny model's 640x512
-        # frame took 566 against 641 ms (median of 8) for the same weights channels-last.
-        self.memory_format = (torch.channels_last if scan_token_major(self.device, self.backend)
-                              else torch.contiguous_format)
+        # channels-last where the scan reads token-major tensors: on the 2-core CPU box the tiny model's 640x512
+        # frame took 566 against 641 ms (median of 8) for the same weights channels-last (bench/RESULTS.md)
+        self.memory_format = model_memory_format(self.device, self.backend)
         self.model = model.to(self.device, self.dtype, memory_format=self.memory_format).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)

@@ -35,6 +35,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from diffmf_core import CheckpointError, DiffMF, DiffMFConfig, load_model, read_checkpoint_config, save_checkpoint
 from diffmf_core.images import to_uint8, write_image
+from diffmf_core.ops import model_memory_format
 
 from . import distributed
 from .dataset import DatasetError, FusionPairDataset, PairStreamSampler, find_pairs, select_pairs
@@ -181,7 +182,9 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
 
         self.config = model_config(opt)
-        self.G = DiffMF(self.config).to(ctx.device)
+        # channels-last where the scan takes token-major tensors (the CPU kernel): a 320x256 tiny step 1.2x faster
+        self.memory_format = model_memory_format(ctx.device, self.config.scan_backend, needs_grad=True)
+        self.G = DiffMF(self.config).to(ctx.device, memory_format=self.memory_format)
         self.E = None
         if train["E_decay"] > 0:
             self.E = AveragedModel(self.G, multi_avg_fn=get_ema_multi_avg_fn(train["E_decay"]), use_buffers=True)
@@ -300,8 +303,8 @@ class Trainer:
     def step(self, batch: dict) -> torch.Tensor:
         """One optimisation step; returns the detached (total, intensity, gradient, ssim) losses."""
         dev = self.ctx.device
-        ir = batch["ir"].to(dev, non_blocking=True)
-        vi = batch["vi"].to(dev, non_blocking=True)
+        ir = batch["ir"].to(dev, non_blocking=True, memory_format=self.memory_format)
+        vi = batch["vi"].to(dev, non_blocking=True, memory_format=self.memory_format)
         with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             fused = self.model(ir, vi)
         loss, parts = self.criterion(fused, ir, vi)

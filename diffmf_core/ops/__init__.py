@@ -1,6 +1,6 @@
 """Functional ops the model calls; backends are chosen beneath them."""
 
-from .scan_layout import LAYOUT_ENV, as_token_major, is_token_major, scan_token_major
+from .scan_layout import LAYOUT_ENV, as_token_major, is_token_major, model_memory_format, scan_token_major
 from .scan_orders import scan_orders
 from .selective_scan import (
     BACKEND_ENV,
@@ -13,5 +13,6 @@ from .selective_scan import (
 
 __all__ = [
     "BACKENDS", "BACKEND_ENV", "LAYOUT_ENV", "ScanBackendError", "as_token_major", "check_scan_shapes",
-    "is_token_major", "resolve_backend", "scan_orders", "scan_token_major", "selective_scan",
+    "is_token_major", "model_memory_format", "resolve_backend", "scan_orders", "scan_token_major",
+    "selective_scan",
 ]

@@ -40,3 +40,10 @@ def scan_token_major(device: torch.device, backend: str | None = None, needs_gra
     if layout != "auto":
         return layout == "token_major"
     return resolve_backend(backend, device).prefers_token_major(needs_grad)
+
+
+def model_memory_format(device: torch.device, backend: str | None = None,
+                        needs_grad: bool = False) -> torch.memory_format:
+    """channels_last where the scan takes token-major tensors (the network's convolutions then hand SS2D
+    (B, L, C) memory without copies), else contiguous. For a model's weights and its input images."""
+    return torch.channels_last if scan_token_major(device, backend, needs_grad) else torch.contiguous_format
