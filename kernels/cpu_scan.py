@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from diffmf_core.ops import as_token_major, check_scan_shapes, is_token_major
+from diffmf_core.ops.reduce import sum_slices
 
 from .native_build import BuildError, build_library
 
@@ -154,9 +155,9 @@ class _CpuScan(torch.autograd.Function):
         if rc != 0:
             raise RuntimeError(f"cpu scan backward failed (code {rc})")
         if ords is not None:  # u is shared by the K directions: sum theirs, keeping the layout
-            gu = gu.transpose(1, 2).view(bt, L, K, dm).sum(2).transpose(1, 2) if tm else gu.view(bt, K, dm, L).sum(1)
-        grads = [gu, gdelta, gA.sum(0), gB.sum(0), gC.sum(0),
-                 None if gD is None else gD.sum(0), None if gbias is None else gbias.sum(0)]
+            gu = sum_slices(gu.transpose(1, 2).view(bt, L, K, dm), 2).transpose(1, 2) if tm else \
+                sum_slices(gu.view(bt, K, dm, L), 1)
+        grads = [gu, gdelta, *(None if g is None else sum_slices(g, 0) for g in (gA, gB, gC, gD, gbias))]
         grads = [None if g is None or not need else g.to(like[0]).view(like[1])
                  for g, need, like in zip(grads, ctx.needs_input_grad, ctx.like)]
         return (*grads, None, None, None)

@@ -11,6 +11,7 @@ from diffmf_core.modules.scan_io import sum_directions
 from diffmf_core.modules.ssd import CrossModalSSD
 from diffmf_core.modules.vss import SS2D
 from diffmf_core.ops import LAYOUT_ENV, as_token_major, is_token_major, resolve_backend, scan_token_major
+from diffmf_core.ops.reduce import sum_slices
 
 CPU = torch.device("cpu")
 
@@ -36,6 +37,16 @@ def test_layout_follows_the_environment_then_the_backend(monkeypatch: pytest.Mon
     monkeypatch.setenv(LAYOUT_ENV, "rows")
     with pytest.raises(ValueError, match=LAYOUT_ENV):
         scan_token_major(CPU)
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2])
+def test_sum_slices_is_sum_with_its_gradient(dim: int) -> None:
+    t = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    out = sum_slices(t, dim)
+    assert torch.allclose(out, t.sum(dim)) and out.is_contiguous()
+    (g,) = torch.autograd.grad(out, t, torch.ones_like(out))
+    assert torch.equal(g, torch.ones_like(t))
+    assert sum_slices(t[:1], 0).shape == (4, 5)
 
 
 def test_sum_directions_is_the_same_sum_in_either_layout() -> None:

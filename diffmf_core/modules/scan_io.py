@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import is_token_major
+from ..ops.reduce import sum_slices
 
 
 def conv_tokens(conv: nn.Conv2d, x: torch.Tensor, token_major: bool) -> torch.Tensor:
@@ -22,8 +23,8 @@ def sum_directions(y: torch.Tensor, k: int) -> torch.Tensor:
     """y (B, K*C, L) -> (B, L, C), the K directions summed; contiguous when y is token-major.
 
     The reduction is written along y's memory: on token-major y, ``y.view(B, K, C, L).sum(1)`` took 18 ms
-    against 0.9 for this at 160x128 x 32 channels (2-core CPU box)."""
+    against 0.9 for ``.sum`` along memory at 160x128 x 32 channels (2-core CPU box), and sum_slices less."""
     b, kc, L = y.shape
     if is_token_major(y):
-        return y.transpose(1, 2).view(b, L, k, kc // k).sum(2)
-    return y.view(b, k, kc // k, L).sum(1).transpose(1, 2)
+        return sum_slices(y.transpose(1, 2).view(b, L, k, kc // k), 2)
+    return sum_slices(y.view(b, k, kc // k, L), 1).transpose(1, 2)
