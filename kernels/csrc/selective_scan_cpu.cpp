@@ -70,19 +70,6 @@ DIFFMF_NOINLINE void gather(const in_t* __restrict src, const int64_t* __restric
     for (int64_t t = 0; t < T; ++t) dst[t * stride] = load(src, idx[t]) + add;
   }
 }
-// Bc[n][t] = B[idx[t] * tstride + n * nstride] (and C alike) for a chunk, token by token.
-template <typename in_t, typename acc_t>
-DIFFMF_NOINLINE void gather_states(const in_t* __restrict B, const in_t* __restrict C, int64_t nstride,
-                                   int64_t tstride, const int64_t* __restrict idx, int64_t T, int64_t N,
-                                   acc_t* __restrict Bc, acc_t* __restrict Cc) {
-  for (int64_t t = 0; t < T; ++t) {
-    const int64_t i = idx[t] * tstride;
-    for (int64_t n = 0; n < N; ++n) {
-      Bc[n * TT + t] = load(B, i + n * nstride);
-      Cc[n * TT + t] = load(C, i + n * nstride);
-    }
-  }
-}
 template <typename acc_t>
 DIFFMF_NOINLINE void scatter(const acc_t* __restrict src, int64_t stride, const int64_t* __restrict idx, int64_t T,
                              acc_t* __restrict dst) {
@@ -366,7 +353,59 @@ inline f32x16 load16(const in_t* p) {
   std::memcpy(&v, f, sizeof v);
   return v;
 }
+// 8 elements from lo, then 8 from hi.
+template <typename in_t>
+inline f32x16 load_halves(const in_t* lo, const in_t* hi) {
+  float f[16];
+  for (int i = 0; i < 8; ++i) f[i] = load(lo, i);
+  for (int i = 0; i < 8; ++i) f[8 + i] = load(hi, i);
+  f32x16 v;
+  std::memcpy(&v, f, sizeof v);
+  return v;
+}
 #endif
+
+// Bc[n][t] = B[idx[t] * tstride + n * nstride] (and C alike) for a chunk: B and C given token-major (a token's
+// states together, e.g. slices of one projection). With AVX-512 and N = 16 or 8 contiguous states, 16 tokens at
+// a time go through one in-register transpose (for N = 8, B's states in the low half and C's in the high half).
+template <typename in_t, typename acc_t>
+DIFFMF_NOINLINE void gather_states(const in_t* __restrict B, const in_t* __restrict C, int64_t nstride,
+                                   int64_t tstride, const int64_t* __restrict idx, int64_t T, int64_t N,
+                                   acc_t* __restrict Bc, acc_t* __restrict Cc) {
+  int64_t t0 = 0;
+#ifdef DIFFMF_TRANSPOSE
+  if constexpr (sizeof(acc_t) == 4) {
+    if (nstride == 1 && (N == 16 || N == 8)) {
+      for (; t0 + 16 <= T; t0 += 16) {
+        f32x16 v[16];
+        if (N == 8) {
+          for (int i = 0; i < 16; ++i) v[i] = load_halves(B + idx[t0 + i] * tstride, C + idx[t0 + i] * tstride);
+          transpose16(v);
+          for (int n = 0; n < 8; ++n) {
+            std::memcpy(Bc + n * TT + t0, &v[n], sizeof(f32x16));
+            std::memcpy(Cc + n * TT + t0, &v[8 + n], sizeof(f32x16));
+          }
+          continue;
+        }
+        for (int which = 0; which < 2; ++which) {
+          const in_t* src = which ? C : B;
+          acc_t* dst = which ? Cc : Bc;
+          for (int i = 0; i < 16; ++i) v[i] = load16(src + idx[t0 + i] * tstride);
+          transpose16(v);
+          for (int n = 0; n < 16; ++n) std::memcpy(dst + n * TT + t0, &v[n], sizeof(f32x16));
+        }
+      }
+    }
+  }
+#endif
+  for (int64_t t = t0; t < T; ++t) {
+    const int64_t i = idx[t] * tstride;
+    for (int64_t n = 0; n < N; ++n) {
+      Bc[n * TT + t] = load(B, i + n * nstride);
+      Cc[n * TT + t] = load(C, i + n * nstride);
+    }
+  }
+}
 
 // dst[t][l] = row_l[idx[t]] + add[l] for the nl live lanes (padding lanes untouched).
 template <typename in_t, typename acc_t>
