@@ -312,7 +312,7 @@ def _measure(result: DemoResult, fused: dict[int, tuple[Any, float]], completed:
         result.fps = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
     if diagnostics:
         last = diagnostics[-1]
-        result.node_info = {k: last.get(k, "") for k in ("device", "scan_backend", "dtype", "weights")}
+        result.node_info = {k: last.get(k, "") for k in ("device", "scan_backend", "scan_layout", "dtype", "weights")}
         p50s = [float(d["inference_p50_ms"]) for d in diagnostics if float(d.get("inference_p50_ms", 0) or 0) > 0]
         if p50s:
             result.node_info["inference_p50_ms"] = f"{np.median(p50s):.1f}"
@@ -406,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     info = result.node_info
     print(f"diffmf_demo: node: device={info.get('device', '?')} scan={info.get('scan_backend', '?')}"
+          f" ({info.get('scan_layout', '?')})"
           f" dtype={info.get('dtype', '?')} weights={info.get('weights', '?')}")
     print(f"diffmf_demo: fused {result.fused} of {result.published_pairs} pairs published"
           + (" (stopped early to stay within the time budget)" if result.stopped_early else "")

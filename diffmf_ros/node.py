@@ -166,7 +166,7 @@ class FusionNode(LifecycleNode):
         info = engine.info()
         self.get_logger().info(
             f"model ready in {time.perf_counter() - started:.1f} s: device={info['device']} dtype={info['dtype']}"
-            f" scan={info['scan_backend']} weights={info['checkpoint']}"
+            f" scan={info['scan_backend']} ({info['scan_layout']}) weights={info['checkpoint']}"
             f" (warm-up {settings.warmup_width}x{settings.warmup_height})"
         )
         return engine
@@ -507,6 +507,7 @@ class FusionNode(LifecycleNode):
             "peak_rss_mb": f"{snap['peak_rss_mb']:.1f}",
             "sync_backend": self.settings.sync_backend,
             "scan_backend": info.get("scan_backend", ""),
+            "scan_layout": info.get("scan_layout", ""),
             "device": info.get("device", ""),
             "dtype": info.get("dtype", ""),
             "weights": info.get("checkpoint", ""),

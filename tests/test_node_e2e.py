@@ -196,6 +196,6 @@ def test_diagnostics_report_rates_latency_and_the_model(rig):
     status = probe.wait_for_diagnostics(lambda d: int(d["fused"]) > 0, timeout=30)
     assert status is not None
     for key in ("thermal_hz", "visible_hz", "inference_p50_ms", "inference_p99_ms", "latency_p50_ms",
-                "overhead_p50_ms", "scan_backend", "device", "dtype", "weights", "sync_backend"):
+                "overhead_p50_ms", "scan_backend", "scan_layout", "device", "dtype", "weights", "sync_backend"):
         assert status[key] not in ("", "nan"), key
     assert status["sync_backend"] == "diffmf"
