@@ -58,15 +58,16 @@ def signature(fn, pointer_types: dict[str, str], constexprs: dict) -> dict[str, 
 DIVISIBLE_INTS = ("L", "H", "W", "NL", "LL", "LS", "Dm", "N")
 
 
-def divisibility(fn, sig: dict[str, str]) -> dict:
+def divisibility(fn, sig: dict[str, str], ints: tuple[str, ...]) -> dict:
     names = list(inspect.signature(fn.fn).parameters)
     return {(names.index(n),): [["tt.divisibility", 16]] for n, kind in sig.items()
-            if kind.startswith("*") or n in DIVISIBLE_INTS}
+            if kind.startswith("*") or n in ints}
 
 
-def inspect_kernel(fn, pointer_types, constexprs, warps: int, arch: int, maxnreg: int = 0) -> dict:
+def inspect_kernel(fn, pointer_types, constexprs, warps: int, arch: int, maxnreg: int = 0,
+                   divisible: tuple[str, ...] = DIVISIBLE_INTS) -> dict:
     sig = signature(fn, pointer_types, constexprs)
-    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=divisibility(fn, sig))
+    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=divisibility(fn, sig, divisible))
     options = {"num_warps": warps, **({"maxnreg": maxnreg} if maxnreg else {})}
     return cubin_usage(triton.compile(src, target=GPUTarget("cuda", arch, 32), options=options).asm["cubin"])
 
@@ -135,7 +136,8 @@ def main() -> None:
     ap.add_argument("--tiles-prefetch", type=int, default=0, choices=(0, 1), help="ScanConfig.tiles_prefetch")
     ap.add_argument("--tiles-fold", type=int, default=0, choices=(0, 1, 2), help="ScanConfig.tiles_fold")
     ap.add_argument("--tiles-maxnreg", type=int, default=0, help="ScanConfig.tiles_maxnreg (0: no cap)")
-    ap.add_argument("--token-major", action="store_true", help="the tiles forward on token-major u, delta, y")
+    ap.add_argument("--token-major", action="store_true",
+                    help="the tiles forward on token-major u, delta, y and B/C as slices of one projection")
     args = ap.parse_args()
     np2 = 1 << max(0, (args.n - 1).bit_length())
     dt = "*" + args.dtype
@@ -144,9 +146,13 @@ def main() -> None:
     ptrs.update(dirs_ptr="*i32", orders_ptr="*i32", lines_ptr="*i32", sel_ptr="*i32", gu_ptr="*fp32",
                 gdelta_ptr=dt)
     flags = dict(MODE=args.mode, HAS_BIAS=True, SOFTPLUS=True)
+    # B/C strides as the JIT specialises them: contiguous (Bt, K, N, L) has token stride 1 (and the others
+    # multiples of L); with --token-major, the model's projection slices: state stride 1, token stride K x width
+    bc = dict(bc_n=1) if args.token_major else dict(bc_t=1)
+    divisible = DIVISIBLE_INTS + (("bc_b",) if args.token_major else ("bc_b", "bc_k", "bc_n"))
     fwd = dict(NP=np2, BD=args.bd, TS=args.ts, SUB=args.sub, SHARED_U=True, FIRST_FAST=first_axis_fast(),
                ROWS_CONTIG=args.tiles_rows == "contiguous", STAGES=args.tiles_stages,
-               PREFETCH=bool(args.tiles_prefetch), FOLD=args.tiles_fold, TOKEN_MAJOR=args.token_major, **flags)
+               PREFETCH=bool(args.tiles_prefetch), FOLD=args.tiles_fold, TOKEN_MAJOR=args.token_major, **bc, **flags)
     bwd = dict(NP=np2, BD=args.bd_bwd, TS=args.ts_bwd, **flags)
     bwd_out = dict(bwd, SHARED_U=True, HAS_D=True, FIRST_FAST=first_axis_fast())
     lines = dict(NP=np2, BD=args.bd_lines, G=args.lines, SHARED_U=True, HAS_D=True, FIRST_FAST=first_axis_fast(),
@@ -190,7 +196,7 @@ def main() -> None:
         if args.only and name.split("/")[0] not in args.only and name not in args.only:
             continue
         cap = args.tiles_maxnreg if name.split("/")[0] in ("_fwd_summary", "_fwd_output") else 0
-        r = inspect_kernel(fn, ptrs, const, warps, args.arch, cap)
+        r = inspect_kernel(fn, ptrs, const, warps, args.arch, cap, divisible)
         print(f"{name:16s} {tile // (32 * warps):8d} " + " ".join(f"{r[c]:7d}" for c in cols))
         if args.loops:
             for loop in r["loops"]:

@@ -308,6 +308,10 @@ def _as_input(t: torch.Tensor) -> torch.Tensor:
     return (t if t.dtype in _FLOATS else t.float()).contiguous()
 
 
+def _shares_strides(B: torch.Tensor, C: torch.Tensor) -> bool:
+    return B.dtype == C.dtype and B.dtype in _FLOATS and B.stride() == C.stride()
+
+
 def _param(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.float().contiguous().view(-1)
 
@@ -414,7 +418,9 @@ class _TritonScan(torch.autograd.Function):
         # parameters); grad mode is off inside forward, so the caller says whether it was on.
         needs_grad = grad_enabled and any(ctx.needs_input_grad[:7])
         tm = token_major(u, delta, cfg, needs_grad)
-        ins = [t if tm and i < 2 else _as_input(t) for i, t in enumerate((u, delta, B, C))]
+        # token-major: u and delta as given; B and C too when they share strides (the model's projection slices)
+        keep = (True, True, *[_shares_strides(B, C)] * 2) if tm else (False,) * 4
+        ins = [t if kept else _as_input(t) for kept, t in zip(keep, (u, delta, B, C))]
         par = [_param(t) for t in (A, D, delta_bias)]
         if needs_grad:
             cfg = _for_gradients(cfg, order, L)

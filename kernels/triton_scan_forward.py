@@ -137,10 +137,10 @@ def _tiles_part(p: _Problem, dirs: tuple[int, ...]) -> _Part:
     def launch(summary, hin, hsum, dtsum, stride, save):
         if summary:
             tk._fwd_summary[grid](p.u, p.delta, p.A, p.B, p.bias, p.table, p.table, sel, hsum, dtsum,
-                                  *sizes, len(dirs), stride, FIRST_FAST=first_axis_fast(), **meta)
+                                  *sizes, len(dirs), stride, *p.B.stride(), FIRST_FAST=first_axis_fast(), **meta)
         else:
             tk._fwd_output[grid](p.u, p.delta, p.A, p.B, p.C, p.D, p.bias, p.table, p.table, sel, hin, p.y,
-                                 p.states, *sizes, p.n_save, len(dirs), stride, HAS_D=p.flags["HAS_D"],
+                                 p.states, *sizes, p.n_save, len(dirs), stride, *p.B.stride(), HAS_D=p.flags["HAS_D"],
                                  SAVE_EVERY=cfg.ts_bwd // cfg.ts if save else 0, FIRST_FAST=first_axis_fast(),
                                  **meta)
 
@@ -262,12 +262,15 @@ def run_forward(u, delta, A, B, C, D, delta_bias, softplus, order: TokenOrder, c
     """y and (if asked) the states the backward pass restarts from (``state_slots`` per channel and state).
 
     token_major: u and delta are (Bt, channels, L) views of (Bt, L, channels) memory, and y is made alike;
-    the tiles forward only (see triton_scan.token_major)."""
+    B and C may then be any views with one set of strides (the model's projection slices). The tiles forward
+    only (see triton_scan.token_major)."""
     from . import triton_scan_kernels as tk
 
     bt, kd, L = delta.shape
     if token_major and any(kind.kernel != "tiles" for kind in plan_kinds(cfg, order, B.shape[1], L)):
         raise ValueError(f"triton scan: token-major inputs need the tiles forward, not {cfg.forward!r}")
+    if B.stride() != C.stride():
+        raise ValueError(f"triton scan: B and C must share strides, got {B.stride()} and {C.stride()}")
     K, N = B.shape[1], A.shape[1]
     dev, f32 = u.device, torch.float32
     dummy = torch.empty(1, dtype=f32, device=dev)

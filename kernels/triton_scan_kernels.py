@@ -204,8 +204,8 @@ def _channel_params(A_ptr, D_ptr, bias_ptr, c, dmask, n, nmask, N,
 
 
 @triton.jit
-def _tiles_program(A_ptr, D_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dblk, n_chunks, n_sel,
-                   NP: tl.constexpr, BD: tl.constexpr, MODE: tl.constexpr, SHARED_U: tl.constexpr,
+def _tiles_program(A_ptr, D_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dblk, n_chunks, n_sel, bc_b, bc_k,
+                   bc_n, bc_t, NP: tl.constexpr, BD: tl.constexpr, MODE: tl.constexpr, SHARED_U: tl.constexpr,
                    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, ROWS_CONTIG: tl.constexpr,
                    TOKEN_MAJOR: tl.constexpr):
     """What a tiles forward program (summary or output) starts from: its direction k, chunk j, channel and
@@ -234,17 +234,21 @@ def _tiles_program(A_ptr, D_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dbl
     else:
         dstep = 1
         ustep = 1
-    brow = ((b * K + k) * N + n).to(tl.int64) * L
+    # B and C (shared strides, in elements): state n's row and the token step; contiguous (Bt, K, N, L) buffers
+    # have bc_t = 1 (the JIT specialises it, so their loads compile as before), token-major slices of a
+    # projection bc_n = 1 (a token's states together).
+    brow = b.to(tl.int64) * bc_b + k.to(tl.int64) * bc_k + n.to(tl.int64) * bc_n
+    bstep = bc_t
     if ROWS_CONTIG and MODE == 1:
         code = tl.load(dirs_ptr + k)
     else:
         code = -1
-    return k, j, dmask, n, nmask, A2, bias, Dv, rows, drow, urow, dstep, ustep, brow, code
+    return k, j, dmask, n, nmask, A2, bias, Dv, rows, drow, urow, dstep, ustep, brow, bstep, code
 
 
 @triton.jit
 def _tiles_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, sub, lo, hi, k, L, H, W, drow, urow, dstep,
-                  ustep, brow, dmask, nmask, MODE: tl.constexpr, TS: tl.constexpr, FIRST_FAST: tl.constexpr,
+                  ustep, brow, bstep, dmask, nmask, MODE: tl.constexpr, TS: tl.constexpr, FIRST_FAST: tl.constexpr,
                   CONTIG: tl.constexpr, REV: tl.constexpr, WITH_C: tl.constexpr, GUARD: tl.constexpr):
     """Sub-tile ``sub``'s tokens, token mask, and delta, u, B (and C) as loaded. GUARD (a prefetch, which may
     ask for a sub-tile past the chunk): nothing is read unless lo <= sub < hi."""
@@ -256,9 +260,9 @@ def _tiles_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, sub, lo,
     xr = _raw_tc(delta_ptr, drow, idx * dstep, m2, FIRST_FAST)
     ur = _raw_tc(u_ptr, urow, idx * ustep, m2, FIRST_FAST)
     bm = nmask[:, None] & tmask[None, :]
-    Br = tl.load(B_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0)
+    Br = tl.load(B_ptr + brow[:, None] + idx[None, :] * bstep, mask=bm, other=0.0)
     if WITH_C:
-        Cr = tl.load(C_ptr + brow[:, None] + idx[None, :], mask=bm, other=0.0)
+        Cr = tl.load(C_ptr + brow[:, None] + idx[None, :] * bstep, mask=bm, other=0.0)
     else:
         Cr = Br
     return idx, tmask, xr, ur, Br, Cr
@@ -311,7 +315,7 @@ def _summary_step(h, later, tmask, xr, ur, Br, A2, bias, dmask, TS: tl.constexpr
 
 @triton.jit
 def _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow, urow, dstep, ustep,
-                  brow, dmask, nmask, NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
+                  brow, bstep, dmask, nmask, NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
                   MODE: tl.constexpr, SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr,
                   REV: tl.constexpr, STAGES: tl.constexpr, PREFETCH: tl.constexpr, FOLD: tl.constexpr):
     """A chunk's end state from a zero start, and its sum of dt (see _sub_tile_tokens for CONTIG, REV; _summary_step
@@ -327,19 +331,19 @@ def _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, 
         step = -1
         start = hi - 1
     if PREFETCH:
-        _, n_tm, n_x, n_u, n_B, _ = _tiles_inputs(u_ptr, delta_ptr, B_ptr, B_ptr, dirs_ptr, orders_ptr, start, lo,
-                                                  hi, k, L, H, W, drow, urow, dstep, ustep, brow, dmask, nmask, MODE,
+        _, n_tm, n_x, n_u, n_B, _ = _tiles_inputs(u_ptr, delta_ptr, B_ptr, B_ptr, dirs_ptr, orders_ptr, start, lo, hi,
+                                                  k, L, H, W, drow, urow, dstep, ustep, brow, bstep, dmask, nmask, MODE,
                                                   TS, FIRST_FAST, CONTIG, REV, False, False)
     for s0 in tl.range(0, SUB, num_stages=STAGES):
         sub = start + step * s0
         if PREFETCH:
             tm, xr, ur, Br = n_tm, n_x, n_u, n_B
-            _, n_tm, n_x, n_u, n_B, _ = _tiles_inputs(u_ptr, delta_ptr, B_ptr, B_ptr, dirs_ptr, orders_ptr,
-                                                      sub + step, lo, hi, k, L, H, W, drow, urow, dstep, ustep, brow,
-                                                      dmask, nmask, MODE, TS, FIRST_FAST, CONTIG, REV, False, True)
+            _, n_tm, n_x, n_u, n_B, _ = _tiles_inputs(u_ptr, delta_ptr, B_ptr, B_ptr, dirs_ptr, orders_ptr, sub + step,
+                                                      lo, hi, k, L, H, W, drow, urow, dstep, ustep, brow, bstep, dmask,
+                                                      nmask, MODE, TS, FIRST_FAST, CONTIG, REV, False, True)
         else:
             _, tm, xr, ur, Br, _ = _tiles_inputs(u_ptr, delta_ptr, B_ptr, B_ptr, dirs_ptr, orders_ptr, sub, lo, hi, k,
-                                                 L, H, W, drow, urow, dstep, ustep, brow, dmask, nmask, MODE, TS,
+                                                 L, H, W, drow, urow, dstep, ustep, brow, bstep, dmask, nmask, MODE, TS,
                                                  FIRST_FAST, CONTIG, REV, False, False)
         h, later = _summary_step(h, later, tm, xr, ur, Br, A2, bias, dmask, TS, SOFTPLUS, FIRST_FAST, REV, FOLD)
     return h, later
@@ -347,25 +351,25 @@ def _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, 
 
 @triton.jit
 def _fwd_summary(u_ptr, delta_ptr, A_ptr, B_ptr, bias_ptr, dirs_ptr, orders_ptr, sel_ptr, hsum_ptr, dtsum_ptr,
-                 L, H, W, K, Dm, N, n_dblk, n_chunks, n_sel, stride,
+                 L, H, W, K, Dm, N, n_dblk, n_chunks, n_sel, stride, bc_b, bc_k, bc_n, bc_t,
                  NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
                  MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                  FIRST_FAST: tl.constexpr = False, ROWS_CONTIG: tl.constexpr = False, STAGES: tl.constexpr = 1,
                  PREFETCH: tl.constexpr = False, FOLD: tl.constexpr = 0, TOKEN_MAJOR: tl.constexpr = False):
-    k, j, dmask, n, nmask, A2, bias, _, rows, drow, urow, dstep, ustep, brow, code = _tiles_program(
-        A_ptr, A_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dblk, n_chunks, n_sel, NP, BD, MODE, SHARED_U,
-        False, HAS_BIAS, ROWS_CONTIG, TOKEN_MAJOR)
+    k, j, dmask, n, nmask, A2, bias, _, rows, drow, urow, dstep, ustep, brow, bstep, code = _tiles_program(
+        A_ptr, A_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dblk, n_chunks, n_sel, bc_b, bc_k, bc_n, bc_t,
+        NP, BD, MODE, SHARED_U, False, HAS_BIAS, ROWS_CONTIG, TOKEN_MAJOR)
     if code == 0:  # rows read contiguously (ROWS_CONTIG)
-        h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
-                                 urow, dstep, ustep, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
+        h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow, urow,
+                                 dstep, ustep, brow, bstep, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
                                  True, False, STAGES, PREFETCH, FOLD)
     elif code == 2:
-        h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
-                                 urow, dstep, ustep, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
+        h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow, urow,
+                                 dstep, ustep, brow, bstep, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
                                  True, True, STAGES, PREFETCH, FOLD)
     else:
-        h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow,
-                                 urow, dstep, ustep, brow, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
+        h, later = _summary_loop(u_ptr, delta_ptr, B_ptr, dirs_ptr, orders_ptr, k, j, L, H, W, A2, bias, drow, urow,
+                                 dstep, ustep, brow, bstep, dmask, nmask, NP, BD, TS, SUB, MODE, SOFTPLUS, FIRST_FAST,
                                  False, False, STAGES, PREFETCH, FOLD)
     tot = later
     out = (rows[None, :] * NP + n[:, None]) * stride + j
@@ -409,7 +413,7 @@ def _carry(hsum_ptr, dtsum_ptr, A_ptr, out_ptr, KD, N, n_rows, n_chunks,
 
 @triton.jit
 def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr, orders_ptr, sel_ptr, hin_ptr,
-                y_ptr, states_ptr, L, H, W, K, Dm, N, n_dblk, n_chunks, n_save, n_sel, stride,
+                y_ptr, states_ptr, L, H, W, K, Dm, N, n_dblk, n_chunks, n_save, n_sel, stride, bc_b, bc_k, bc_n, bc_t,
                 NP: tl.constexpr, BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr,
                 MODE: tl.constexpr, SHARED_U: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
                 SOFTPLUS: tl.constexpr, SAVE_EVERY: tl.constexpr, FIRST_FAST: tl.constexpr = False,
@@ -417,9 +421,9 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
                 FOLD: tl.constexpr = 0, TOKEN_MAJOR: tl.constexpr = False):
     # SAVE_EVERY > 0: store the state at every SAVE_EVERY-th sub-tile start (n_save of them),
     # where the backward pass starts its sub-tiles.
-    k, j, dmask, n, nmask, A2, bias, Dv, rows, drow, urow, dstep, ustep, brow, code = _tiles_program(
-        A_ptr, D_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dblk, n_chunks, n_sel, NP, BD, MODE, SHARED_U,
-        HAS_D, HAS_BIAS, ROWS_CONTIG, TOKEN_MAJOR)
+    k, j, dmask, n, nmask, A2, bias, Dv, rows, drow, urow, dstep, ustep, brow, bstep, code = _tiles_program(
+        A_ptr, D_ptr, bias_ptr, dirs_ptr, sel_ptr, L, K, Dm, N, n_dblk, n_chunks, n_sel, bc_b, bc_k, bc_n, bc_t,
+        NP, BD, MODE, SHARED_U, HAS_D, HAS_BIAS, ROWS_CONTIG, TOKEN_MAJOR)
     srow = rows[None, :] * NP + n[:, None]  # [NP, BD] rows of the (Bt, KD, NP, chunks) buffers
     smask = nmask[:, None] & dmask[None, :]
     # State entering this chunk: the carry scan's inclusive result of chunk j - 1.
@@ -429,16 +433,16 @@ def _fwd_output(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, dirs_ptr
     else:
         h = tl.load(hin_ptr + srow * stride + (j - 1), mask=smask & (srow * 0 + j > 0), other=0.0)
     if code == 0:  # rows read contiguously (ROWS_CONTIG)
-        _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
-                     n_save, A2, bias, Dv, drow, urow, dstep, ustep, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB,
+        _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W, n_save,
+                     A2, bias, Dv, drow, urow, dstep, ustep, brow, bstep, srow, smask, dmask, nmask, NP, BD, TS, SUB,
                      MODE, SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, False, STAGES, PREFETCH, FOLD)
     elif code == 2:
-        _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
-                     n_save, A2, bias, Dv, drow, urow, dstep, ustep, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB,
+        _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W, n_save,
+                     A2, bias, Dv, drow, urow, dstep, ustep, brow, bstep, srow, smask, dmask, nmask, NP, BD, TS, SUB,
                      MODE, SAVE_EVERY, SOFTPLUS, FIRST_FAST, True, True, STAGES, PREFETCH, FOLD)
     else:
-        _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W,
-                     n_save, A2, bias, Dv, drow, urow, dstep, ustep, brow, srow, smask, dmask, nmask, NP, BD, TS, SUB,
+        _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W, n_save,
+                     A2, bias, Dv, drow, urow, dstep, ustep, brow, bstep, srow, smask, dmask, nmask, NP, BD, TS, SUB,
                      MODE, SAVE_EVERY, SOFTPLUS, FIRST_FAST, False, False, STAGES, PREFETCH, FOLD)
 
 
@@ -479,8 +483,8 @@ def _output_step(h, idx, tmask, xr, ur, Br, Cr, sub, y_ptr, states_ptr, n_save, 
 
 
 @triton.jit
-def _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W, n_save,
-                 A2, bias, Dv, drow, urow, dstep, ustep, brow, srow, smask, dmask, nmask, NP: tl.constexpr,
+def _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, states_ptr, h, k, j, L, H, W, n_save, A2,
+                 bias, Dv, drow, urow, dstep, ustep, brow, bstep, srow, smask, dmask, nmask, NP: tl.constexpr,
                  BD: tl.constexpr, TS: tl.constexpr, SUB: tl.constexpr, MODE: tl.constexpr, SAVE_EVERY: tl.constexpr,
                  SOFTPLUS: tl.constexpr, FIRST_FAST: tl.constexpr, CONTIG: tl.constexpr, REV: tl.constexpr,
                  STAGES: tl.constexpr, PREFETCH: tl.constexpr, FOLD: tl.constexpr):
@@ -491,20 +495,20 @@ def _output_loop(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, y_ptr, st
     hi = lo + SUB
     if PREFETCH:
         n_idx, n_tm, n_x, n_u, n_B, n_C = _tiles_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, lo, lo,
-                                                        hi, k, L, H, W, drow, urow, dstep, ustep, brow, dmask, nmask,
-                                                        MODE, TS, FIRST_FAST, CONTIG, REV, True, False)
+                                                        hi, k, L, H, W, drow, urow, dstep, ustep, brow, bstep, dmask,
+                                                        nmask, MODE, TS, FIRST_FAST, CONTIG, REV, True, False)
     for s in tl.range(0, SUB, num_stages=STAGES):  # STAGES > 1: the next sub-tiles' loads in flight
         sub = lo + s
         if PREFETCH:
             idx, tm, xr, ur, Br, Cr = n_idx, n_tm, n_x, n_u, n_B, n_C
             n_idx, n_tm, n_x, n_u, n_B, n_C = _tiles_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr,
-                                                            sub + 1, lo, hi, k, L, H, W, drow, urow, dstep, ustep,
-                                                            brow, dmask, nmask, MODE, TS, FIRST_FAST, CONTIG, REV,
+                                                            sub + 1, lo, hi, k, L, H, W, drow, urow, dstep, ustep, brow,
+                                                            bstep, dmask, nmask, MODE, TS, FIRST_FAST, CONTIG, REV,
                                                             True, True)
         else:
             idx, tm, xr, ur, Br, Cr = _tiles_inputs(u_ptr, delta_ptr, B_ptr, C_ptr, dirs_ptr, orders_ptr, sub, lo, hi,
-                                                    k, L, H, W, drow, urow, dstep, ustep, brow, dmask, nmask, MODE, TS,
-                                                    FIRST_FAST, CONTIG, REV, True, False)
+                                                    k, L, H, W, drow, urow, dstep, ustep, brow, bstep, dmask, nmask,
+                                                    MODE, TS, FIRST_FAST, CONTIG, REV, True, False)
         h = _output_step(h, idx, tm, xr, ur, Br, Cr, sub, y_ptr, states_ptr, n_save, L, A2, bias, Dv, drow, dstep, srow,
                          smask, dmask, TS, SAVE_EVERY, SOFTPLUS, FIRST_FAST, REV, FOLD)
 

@@ -72,6 +72,14 @@ def reference(xs: list[torch.Tensor | None], orders, softplus: bool, grad_out: t
     return y.detach(), [None if t is None else next(grads) for t in x64]
 
 
+def projection_view(t: torch.Tensor) -> torch.Tensor:
+    """(Bt, K, N, L) values as a token-major slice of a wider (Bt, L, K, N + 3) buffer, the way SS2D hands B and C
+    over (views of its x_proj output); two such views share strides."""
+    bt, k, n, L = t.shape
+    view = torch.zeros(bt, L, k, n + 3, dtype=t.dtype, device=t.device)[..., 1:n + 1].permute(0, 2, 3, 1)
+    return view.copy_(t)
+
+
 def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| relative to max |b| (the scale of the quantity)."""
     a, b = a.detach().double().cpu(), b.detach().double().cpu()
@@ -112,8 +120,9 @@ def check_scan(scan, case: Case, dtype: torch.dtype, device: str, token_major: b
     grads = iter(torch.autograd.grad(y, live, grad_out))
     with torch.inference_mode():
         y_infer = scan(*xs, case.softplus, orders)
-        if token_major:  # u and delta as (Bt, channels, L) views of (Bt, L, channels) memory (channels-last)
-            tm = [as_token_major(t) if i < 2 else t for i, t in enumerate(xs)]
+        if token_major:  # u and delta as (Bt, channels, L) views of (Bt, L, channels) memory (channels-last),
+            # B and C as slices of one projection: how the model lays them out when the scan reads token-major
+            tm = [as_token_major(t) if i < 2 else projection_view(t) if i in (3, 4) else t for i, t in enumerate(xs)]
             y_tm = scan(*tm, case.softplus, orders)
     errors = {"y": max_rel(y, y_ref), "y_inference": max_rel(y_infer, y_ref)}
     if token_major:
@@ -133,7 +142,7 @@ def check_triton(case: Case, dtype: torch.dtype, device: str, config=None) -> di
 
     cfg = config or triton_scan.config_for(case.N, case.dm, case.L, lines=case.bt * case.K)
     in_place = cfg.forward == "tiles" and cfg.tiles_rows == "index"  # inference reads token-major u, delta as given
-    outputs = []
+    outputs, b_strides, launch = [], [], triton_scan.forward
 
     def scan(*a):
         y = triton_scan.selective_scan(*a, config)
@@ -141,10 +150,20 @@ def check_triton(case: Case, dtype: torch.dtype, device: str, config=None) -> di
             outputs.append(y)
         return y
 
+    def forward_seen(u, delta, A, B, *rest):  # the B the kernels get
+        b_strides.append(B.stride())
+        return launch(u, delta, A, B, *rest)
+
     # Other configurations copy token-major inputs (checked once in check_scan's other callers).
-    errors = check_scan(scan, case, dtype, device, token_major=in_place)
+    triton_scan.forward = forward_seen
+    try:
+        errors = check_scan(scan, case, dtype, device, token_major=in_place)
+    finally:
+        triton_scan.forward = launch
     if in_place and not (len(outputs) == 1 and is_token_major(outputs[0])):
         raise AssertionError("token-major inputs read in place should give a token-major y")
+    if in_place and not any(s[2] == 1 for s in b_strides):
+        raise AssertionError(f"B given as projection slices should reach the kernels in place; saw {b_strides}")
     return errors
 
 

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 from diffmf_kernels import cpu_scan
-from scan_cases import Case, make_inputs, max_rel, reference
+from scan_cases import Case, make_inputs, max_rel, projection_view, reference
 
 from diffmf_core.ops import as_token_major, is_token_major, selective_scan
 
@@ -74,20 +74,13 @@ def test_bfloat16_inputs_keep_float32_state(case: Case) -> None:
             assert max_rel(g, r) < 2e-2
 
 
-def _strided_like(t: torch.Tensor) -> torch.Tensor:
-    """(Bt, K, N, L) values as a token-major slice of a wider buffer, as SS2D hands B and C over."""
-    bt, k, n, L = t.shape
-    view = torch.zeros(bt, L, k, n + 3, dtype=t.dtype)[..., 1:n + 1].permute(0, 2, 3, 1)
-    return view.copy_(t)
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=["fp64", "fp32", "bf16"])
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_token_major_and_strided_inputs_give_identical_results(case: Case, dtype: torch.dtype) -> None:
     """Token-major u/delta and strided B/C are read in place: the same sums in the same order, so equal bits."""
     xs, orders = make_inputs(case, torch.float32 if dtype == torch.bfloat16 else dtype)
     xs = [t.to(dtype) if dtype == torch.bfloat16 and i in (0, 1, 3, 4) else t for i, t in enumerate(xs)]
-    laid = [as_token_major(t) if i < 2 else _strided_like(t) if i in (3, 4) else t for i, t in enumerate(xs)]
+    laid = [as_token_major(t) if i < 2 else projection_view(t) if i in (3, 4) else t for i, t in enumerate(xs)]
     assert not laid[3].is_contiguous()
     grad_out = torch.randn(case.bt, case.K * case.dm, case.L, generator=torch.Generator().manual_seed(3)).to(dtype)
     results = []
