@@ -51,7 +51,9 @@ class Problem:
     N: int = 16
     bt: int = 1
     lines: str = "all"  # "all": row, col, row_rev, col_rev; "rows" / "cols": only that kind (a diagnostic)
-    token_major: bool = False  # u and delta (Bt, C, L) views of (Bt, L, C) memory, as a channels-last model has them
+    # u and delta (Bt, C, L) views of (Bt, L, C) memory, B and C slices of one (Bt, L, K, 2N) projection: the
+    # layout SS2D hands the scan when the backend reads token-major tensors (ops.scan_token_major)
+    token_major: bool = False
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -101,6 +103,10 @@ def make_inputs(p: Problem, dtype: torch.dtype, device: str, seed: int = 0):
         u, delta = as_token_major(u), as_token_major(delta)
     A = -(torch.rand(kd, p.N, generator=g) + 0.5).to(device)
     B, C = rnd(p.bt, p.K, p.N, p.L).to(dtype), rnd(p.bt, p.K, p.N, p.L).to(dtype)
+    if p.token_major:
+        proj = torch.empty(p.bt, p.L, p.K, 2 * p.N, dtype=dtype, device=device)
+        B = proj[..., :p.N].permute(0, 2, 3, 1).copy_(B)
+        C = proj[..., p.N:].permute(0, 2, 3, 1).copy_(C)
     D, bias = rnd(kd), rnd(kd, scale=0.1) - 2.0
     orders = scan_orders(p.h, p.w, device, p.directions)
     return [u, delta, A, B, C, D, bias], orders
