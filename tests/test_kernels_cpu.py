@@ -83,8 +83,9 @@ def test_token_major_and_strided_inputs_give_identical_results(case: Case, dtype
     laid = [as_token_major(t) if i < 2 else projection_view(t) if i in (3, 4) else t for i, t in enumerate(xs)]
     assert not laid[3].is_contiguous()
     grad_out = torch.randn(case.bt, case.K * case.dm, case.L, generator=torch.Generator().manual_seed(3)).to(dtype)
+    mixed = [laid[0], *xs[1:]]  # only u token-major: delta is laid out alike, B and C stay contiguous
     results = []
-    for inputs, gy in ((xs, grad_out), (laid, as_token_major(grad_out)), (laid, grad_out)):
+    for inputs, gy in ((xs, grad_out), (laid, as_token_major(grad_out)), (laid, grad_out), (mixed, grad_out)):
         inputs = [None if t is None else t.detach().requires_grad_() for t in inputs]
         y = cpu_scan.selective_scan(*inputs, case.softplus, orders)
         results.append((y, _grads(y, inputs, gy)))
