@@ -419,8 +419,8 @@ class _TritonScan(torch.autograd.Function):
         needs_grad = grad_enabled and any(ctx.needs_input_grad[:7])
         tm = token_major(u, delta, cfg, needs_grad)
         # token-major: u and delta as given; B and C too when they share strides (the model's projection slices)
-        keep = (True, True, *[_shares_strides(B, C)] * 2) if tm else (False,) * 4
-        ins = [t if kept else _as_input(t) for kept, t in zip(keep, (u, delta, B, C))]
+        ins = [u, delta] if tm else [_as_input(u), _as_input(delta)]
+        ins += [B, C] if tm and _shares_strides(B, C) else [_as_input(B), _as_input(C)]
         par = [_param(t) for t in (A, D, delta_bias)]
         if needs_grad:
             cfg = _for_gradients(cfg, order, L)

@@ -101,17 +101,15 @@ inline double exp_approx(double x) { return std::exp(x); }
 // no Cody-Waite reduction (x arrives in log2 units), exponent bits built directly (x clamped so that 2^k is a
 // normal float), Taylor series of 2^r = e^(r ln 2) to degree 6 on |r| <= 1/2 (truncation < 1.2e-7 relative).
 // ~17 vector instructions against ~27 for exp_approx(dt * A) as GCC 12 compiled it.
+// (ln 2)^i / i!, highest power first: the Horner coefficients of that series, for both versions below.
+constexpr float EXP2_SERIES[7] = {1.5403530393381606e-4f, 1.3333558146428443e-3f, 9.6181291076284772e-3f,
+                                  5.5504108664821580e-2f, 2.4022650695910071e-1f, 6.9314718055994531e-1f, 1.0f};
 inline float exp2_approx(float x) {
   x = std::min(std::max(x, -126.0f), 127.0f);
   const float kf = std::floor(x + 0.5f);
   const float r = x - kf;
-  float p = 1.5403530393381606e-4f;
-  p = p * r + 1.3333558146428443e-3f;
-  p = p * r + 9.6181291076284772e-3f;
-  p = p * r + 5.5504108664821580e-2f;
-  p = p * r + 2.4022650695910071e-1f;
-  p = p * r + 6.9314718055994531e-1f;
-  p = p * r + 1.0f;
+  float p = EXP2_SERIES[0];
+  for (int i = 1; i < 7; ++i) p = p * r + EXP2_SERIES[i];
   const int32_t bits = (static_cast<int32_t>(kf) + 127) << 23;
   float scale;
   std::memcpy(&scale, &bits, sizeof scale);
@@ -137,13 +135,8 @@ inline void exp2_lanes<float>(const float* __restrict dt, const float* __restric
   const __m512 k = _mm512_roundscale_ps(_mm512_add_ps(x, _mm512_set1_ps(0.5f)),
                                         _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);  // floor(x + 1/2)
   const __m512 r = _mm512_sub_ps(x, k);
-  __m512 p = _mm512_set1_ps(1.5403530393381606e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3333558146428443e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.6181291076284772e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.5504108664821580e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.4022650695910071e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.9314718055994531e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  __m512 p = _mm512_set1_ps(EXP2_SERIES[0]);
+  for (int i = 1; i < 7; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP2_SERIES[i]));
   _mm512_storeu_ps(e, _mm512_scalef_ps(p, k));
 }
 #endif
