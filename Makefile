@@ -13,11 +13,20 @@ export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 
 setup: $(STAMP)
 
+# Downloads from PyPI are sometimes cut off mid-file (CI once failed on ruff at 9.4 of 10.6 MB): pip resumes a
+# cut-off file (--resume-retries, pip >= 25.1, hence the upgrade first), and each install is tried three times.
+PIP     := $(BIN)/python -m pip install -q --retries 10
+RESUME  := --resume-retries 20
+EXTRAS  := .[ros,train,dev]
+retry = for try in 1 2 3; do $(1) && break; \
+	if [ $$try = 3 ]; then echo "pip install failed 3 times: $(1)" >&2; exit 1; fi; \
+	echo "pip install failed (try $$try of 3), again in 15 s" >&2; sleep 15; done
+
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[ros,train,dev]'
+	$(call retry,$(PIP) --upgrade pip)
+	$(call retry,$(PIP) $(RESUME) torch==2.13.0)
+	$(call retry,$(PIP) $(RESUME) -e '$(EXTRAS)')
 	touch $(STAMP)
 
 demo: $(STAMP)
