@@ -109,16 +109,40 @@ class ChannelExchangeModule(nn.Module):
         return e_ir + w_ir * y_ir, e_vi + w_vi * y_vi
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    """(B, C, H, W) over (B, H, W, C) memory, as the model's maps are when it runs channels-last."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+# The column and row scans' maps in and out. Channels-last, each is one copy into channels-last memory (or, for
+# deinterleave_columns, none): torch.stack / torch.cat of such maps along W or C fall back to NCHW outputs
+# through strided copies (12 ms for the three 64-channel maps at 160x128 on the 2-core CPU box), and every
+# layer after them then converts back.
+
 def interleave_columns(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """(B,C,H,W) x 2 -> (B,C,H,2W) with columns a1 b1 a2 b2 ... (the figure's column scan)."""
+    if _channels_last(a) and _channels_last(b):
+        n, c, h, w = a.shape  # (B, H, W, 2, C) memory is (B, H, 2W, C)
+        return torch.stack([a.permute(0, 2, 3, 1), b.permute(0, 2, 3, 1)], 3).view(n, h, 2 * w, c).permute(0, 3, 1, 2)
     return torch.stack([a, b], dim=-1).flatten(-2)
 
 
 def deinterleave_columns(x: torch.Tensor) -> torch.Tensor:
     """Inverse of interleave_columns, returning the two halves stacked on channels (B,2C,H,W)."""
     b, c, h, w2 = x.shape
+    if _channels_last(x):  # (B, H, 2W, C) memory is (B, H, W, 2C): a view
+        return x.permute(0, 2, 3, 1).reshape(b, h, w2 // 2, 2 * c).permute(0, 3, 1, 2)
     pair = x.view(b, c, h, w2 // 2, 2)
     return torch.cat([pair[..., 0], pair[..., 1]], 1)
+
+
+def split_halves(x: torch.Tensor) -> torch.Tensor:
+    """(B,C,H,2W) -> its left and right halves stacked on channels (B,2C,H,W): the row scan's map back."""
+    b, c, h, w2 = x.shape
+    if _channels_last(x):  # (B, H, 2, W, C) memory to (B, H, W, 2, C)
+        halves = x.permute(0, 2, 3, 1).view(b, h, 2, w2 // 2, c).transpose(2, 3)
+        return halves.reshape(b, h, w2 // 2, 2 * c).permute(0, 3, 1, 2)
+    return torch.cat([x[..., : w2 // 2], x[..., w2 // 2:]], 1)
 
 
 class CrossModalScanning(nn.Module):
@@ -138,10 +162,8 @@ class CrossModalScanning(nn.Module):
         self.linear = nn.Conv2d(6 * cfg.dim, cfg.dim, 1)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        w = a.shape[-1]
         col = deinterleave_columns(self.column(interleave_columns(a, b)))
-        row_out = self.row(torch.cat([a, b], -1))
-        row = torch.cat([row_out[..., :w], row_out[..., w:]], 1)
+        row = split_halves(self.row(torch.cat([a, b], -1)))
         cat = self.concat(torch.cat([a, b], 1))
         return self.linear(torch.cat([col, row, cat], 1))
 

@@ -10,6 +10,7 @@ from diffmf_core.model import (
     deinterleave_columns,
     interleave_columns,
     pad_to_multiple,
+    split_halves,
 )
 
 SMALL = dict(dim=8, stem_dim=4, d_state=4, ce_d_state=4, ce_heads=2)
@@ -89,11 +90,16 @@ def test_each_spatial_scan_mixes_modalities(branch):
         assert not torch.allclose(vi_half(a), vi_half(a + torch.randn_like(a)))
 
 
-def test_interleave_round_trip():
-    a, b = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
+def test_interleave_and_halves_round_trip_keep_the_layout(fmt):
+    a, b = (torch.randn(2, 3, 4, 5).contiguous(memory_format=fmt) for _ in range(2))
     x = interleave_columns(a, b)
     assert torch.equal(x[..., 0::2], a) and torch.equal(x[..., 1::2], b)
-    assert torch.equal(deinterleave_columns(x), torch.cat([a, b], 1))
+    stacked = torch.cat([a, b], 1)
+    halves = split_halves(torch.cat([a, b], -1))
+    for out in (x, deinterleave_columns(x), halves):
+        assert out.is_contiguous(memory_format=fmt)
+    assert torch.equal(deinterleave_columns(x), stacked) and torch.equal(halves, stacked)
 
 
 def test_reflect_padding_to_stride():
