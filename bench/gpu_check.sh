@@ -19,7 +19,8 @@
 #          on token-major u and delta (read in place) beside channel-major at 640x512 and the tiny model's 160x128
 #   mamba  (after its background build) the mamba backend's gpu tests, and it beside ours in bench/scan.py
 #   model  bench/model.py tiny at 320x256 / 640x512 for the default scan (and the scan's share of a frame's
-#          GPU time), the model laid out token-major (DIFFMF_SCAN_LAYOUT=token_major), the fastest scan variant,
+#          GPU time), the model laid out token-major (DIFFMF_SCAN_LAYOUT=token_major; tiles_tm_loads lanes and
+#          vector), the fastest scan variant,
 #          each MODEL_VARIANTS entry, and mamba
 #   node   bench/node_latency.py (ROS 2 across processes)
 #   train  the tiny preset on the packed split for TRAIN_MINUTES
@@ -153,16 +154,16 @@ fi
 if want scan; then
   # Token-major u and delta (a channels-last model's layout, read in place by the tiles forward; untimed so far)
   # beside the usual channel-major ones in one table, the benchmark's and the tiny model's commonest shape.
-  fits bench_scan_token_major 40 && step bench_scan_token_major 90 $PY bench/scan.py --out "$OUT/scan_tm" \
+  fits bench_scan_token_major 60 && step bench_scan_token_major 150 $PY bench/scan.py --out "$OUT/scan_tm" \
     --sizes 512x640 512x640:tm 128x160:4:32:n8 128x160:4:32:n8:tm --dtypes bf16 --repeat 20 --no-backward \
-    --triton-config tiles_fold=2,tiles_prefetch=1 --triton-config tiles_fold=2
+    --triton-config tiles_tm_loads=vector --triton-config tiles_fold=2,tiles_prefetch=1 --triton-config tiles_fold=2
 fi
 
 # The untimed forward variants' own tests (every gradient too), after their timings: the table above already
 # compares each variant's forward output with the default's (max rel diff).
 if want tests && fits gpu_tests_new_variants 90; then
   step gpu_tests_new_variants 120 $PY -m pytest -v -rA -m gpu -o addopts="" -p no:cacheprovider \
-    -k "variants and (contiguous or prefetch or maxnreg or fold) and not reorder" tests/test_kernels_triton.py
+    -k "variants and (contiguous or prefetch or maxnreg or fold or tm_loads) and not reorder" tests/test_kernels_triton.py
 fi
 
 if want scan; then
@@ -203,6 +204,9 @@ if want model; then
   # The model laid out token-major (channels-last conv, u/delta/y read and written in place by the tiles forward)
   fits bench_model_tm 60 && step bench_model_tm 60 env DIFFMF_SCAN_BACKEND=triton DIFFMF_SCAN_LAYOUT=token_major \
     $PY bench/model.py --presets tiny --out "$OUT/model_token_major" --repeat 30 --budget 3 --scaling 512
+  fits bench_model_tm_vector 60 && step bench_model_tm_vector 60 env DIFFMF_SCAN_BACKEND=triton \
+    DIFFMF_SCAN_LAYOUT=token_major DIFFMF_TRITON_SCAN_CONFIG=tiles_tm_loads=vector $PY bench/model.py --presets tiny \
+    --out "$OUT/model_token_major_vector" --repeat 30 --budget 3 --scaling 512
   i=0
   for v in $MODEL_VARIANTS; do
     i=$((i + 1))

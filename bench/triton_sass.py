@@ -138,6 +138,8 @@ def main() -> None:
     ap.add_argument("--tiles-maxnreg", type=int, default=0, help="ScanConfig.tiles_maxnreg (0: no cap)")
     ap.add_argument("--token-major", action="store_true",
                     help="the tiles forward on token-major u, delta, y and B/C as slices of one projection")
+    ap.add_argument("--tiles-tm-loads", default="lanes", choices=("vector", "lanes"),
+                    help="ScanConfig.tiles_tm_loads (with --token-major)")
     args = ap.parse_args()
     np2 = 1 << max(0, (args.n - 1).bit_length())
     dt = "*" + args.dtype
@@ -152,7 +154,8 @@ def main() -> None:
     divisible = DIVISIBLE_INTS + (("bc_b",) if args.token_major else ("bc_b", "bc_k", "bc_n"))
     fwd = dict(NP=np2, BD=args.bd, TS=args.ts, SUB=args.sub, SHARED_U=True, FIRST_FAST=first_axis_fast(),
                ROWS_CONTIG=args.tiles_rows == "contiguous", STAGES=args.tiles_stages,
-               PREFETCH=bool(args.tiles_prefetch), FOLD=args.tiles_fold, TOKEN_MAJOR=args.token_major, **bc, **flags)
+               PREFETCH=bool(args.tiles_prefetch), FOLD=args.tiles_fold,
+               TOKEN_MAJOR=(2 if args.tiles_tm_loads == "lanes" else 1) if args.token_major else 0, **bc, **flags)
     bwd = dict(NP=np2, BD=args.bd_bwd, TS=args.ts_bwd, **flags)
     bwd_out = dict(bwd, SHARED_U=True, HAS_D=True, FIRST_FAST=first_axis_fast())
     lines = dict(NP=np2, BD=args.bd_lines, G=args.lines, SHARED_U=True, HAS_D=True, FIRST_FAST=first_axis_fast(),
@@ -189,7 +192,7 @@ def main() -> None:
           f"ts_bwd={args.ts_bwd}, bd_bwd={args.bd_bwd}, rows_gt={args.rows_gt}, rows_sub={args.rows_sub}, "
           f"rows_bd={args.rows_bd}, rows_warps={args.rows_warps}, mode={args.mode}, tiles_rows={args.tiles_rows}, "
           f"tiles_stages={args.tiles_stages}, tiles_prefetch={args.tiles_prefetch}, tiles_fold={args.tiles_fold}, "
-          f"tiles_maxnreg={args.tiles_maxnreg}, token_major={args.token_major}")
+          f"tiles_maxnreg={args.tiles_maxnreg}, token_major={args.token_major}, tiles_tm_loads={args.tiles_tm_loads}")
     cols = ["regs", "stack", "shared", "sass", *GROUPS]
     print(f"{'kernel':16s} {'elem/thr':>8s} " + " ".join(f"{c:>7s}" for c in cols))
     for name, fn, const, warps, tile in kernels:

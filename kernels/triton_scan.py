@@ -86,6 +86,15 @@ class ScanConfig:
     channels: 1329 -> 1167, 1037 -> 934); with channels filling less than a warp (N=8, Dm=8: steps spread over
     lanes) the summary's recurrence costs more shuffles, 334 -> 545. Same recurrence, other rounding; untimed,
     so 0.
+    tiles_tm_loads: how the tiles forward reads and writes token-major u, delta and y (inference on a channels-last
+    model's tensors). "lanes": one channel per lane, as the arithmetic holds them, coalesced across the warp;
+    "vector": as the compiler picks when it sees adjacent channels, 4 per thread (8-byte bf16 loads), moved to
+    and from one channel per lane through shared memory every sub-tile. Offline under Triton 3.6 (sm_90, bf16,
+    N=16, 640x512), instructions / barriers / shared-memory accesses per loop and registers: output 990 / 4 / 18,
+    144 "lanes" against 913 / 10 / 31, 148 "vector"; summary 734 / 2 / 9, 116 against 720 / 11 / 31, 168 — "lanes"
+    has the channel-major kernels' barrier and shared-memory counts (output 1005 / 4 / 18, 128; summary 717 / 2 /
+    9, 116), "vector" costs the summary 2 of its 8 resident programs per SM. Token-major on a GPU is opt-in and
+    untimed; "lanes" is its default on those counts.
     tiles_maxnreg: a register cap for the tiles forward kernels (ptxas .maxnreg; 0 = the compiler's choice).
     Offline under Triton 3.6 the default output kernel takes 128 registers (8 two-warp programs per SM),
     with tiles_prefetch / tiles_fold 138-144 (7); 128 keeps 8 at a few spilled accesses per loop. Untimed, so 0.
@@ -119,6 +128,7 @@ class ScanConfig:
     tiles_prefetch: int = 0
     tiles_fold: int = 0
     tiles_maxnreg: int = 0
+    tiles_tm_loads: str = "lanes"
 
     def with_spec(self, spec: str) -> ScanConfig:
         """'chunk=256,forward=tiles' -> this config with those fields changed (ValueError naming a bad one)."""
@@ -144,6 +154,8 @@ class ScanConfig:
                              f"'reorder', got {self.grad_forward!r}")
         if self.tiles_rows not in ("index", "contiguous"):
             raise ValueError(f"ScanConfig.tiles_rows must be 'index' or 'contiguous', got {self.tiles_rows!r}")
+        if self.tiles_tm_loads not in ("vector", "lanes"):
+            raise ValueError(f"ScanConfig.tiles_tm_loads must be 'vector' or 'lanes', got {self.tiles_tm_loads!r}")
         if self.tiles_prefetch not in (0, 1):
             raise ValueError(f"ScanConfig.tiles_prefetch must be 0 or 1, got {self.tiles_prefetch!r}")
         if self.tiles_fold not in (0, 1, 2):

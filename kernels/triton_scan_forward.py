@@ -129,7 +129,8 @@ def _tiles_part(p: _Problem, dirs: tuple[int, ...]) -> _Part:
     flags = {k: v for k, v in p.flags.items() if k != "HAS_D"}
     meta = dict(NP=p.np2, BD=cfg.bd, TS=cfg.ts, SUB=cfg.sub, num_warps=cfg.warps, MODE=p.order.mode,
                 ROWS_CONTIG=cfg.tiles_rows == "contiguous", STAGES=cfg.tiles_stages,
-                PREFETCH=bool(cfg.tiles_prefetch), FOLD=cfg.tiles_fold, TOKEN_MAJOR=p.token_major, **flags)
+                PREFETCH=bool(cfg.tiles_prefetch), FOLD=cfg.tiles_fold,
+                TOKEN_MAJOR=(2 if cfg.tiles_tm_loads == "lanes" else 1) if p.token_major else 0, **flags)
     if cfg.tiles_maxnreg:
         meta["maxnreg"] = cfg.tiles_maxnreg
     sizes = (p.L, p.order.H, p.order.W, p.K, p.dm, p.N, n_dblk, n_chunks)
@@ -137,12 +138,12 @@ def _tiles_part(p: _Problem, dirs: tuple[int, ...]) -> _Part:
     def launch(summary, hin, hsum, dtsum, stride, save):
         if summary:
             tk._fwd_summary[grid](p.u, p.delta, p.A, p.B, p.bias, p.table, p.table, sel, hsum, dtsum,
-                                  *sizes, len(dirs), stride, *p.B.stride(), FIRST_FAST=first_axis_fast(), **meta)
+                                  *sizes, len(dirs), stride, *p.B.stride(), 1, FIRST_FAST=first_axis_fast(), **meta)
         else:
             tk._fwd_output[grid](p.u, p.delta, p.A, p.B, p.C, p.D, p.bias, p.table, p.table, sel, hin, p.y,
-                                 p.states, *sizes, p.n_save, len(dirs), stride, *p.B.stride(), HAS_D=p.flags["HAS_D"],
-                                 SAVE_EVERY=cfg.ts_bwd // cfg.ts if save else 0, FIRST_FAST=first_axis_fast(),
-                                 **meta)
+                                 p.states, *sizes, p.n_save, len(dirs), stride, *p.B.stride(), 1,
+                                 HAS_D=p.flags["HAS_D"], SAVE_EVERY=cfg.ts_bwd // cfg.ts if save else 0,
+                                 FIRST_FAST=first_axis_fast(), **meta)
 
     return _Part(n_chunks, launch)
 

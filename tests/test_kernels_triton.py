@@ -50,7 +50,8 @@ VARIANTS = ["forward=lines", "forward=hybrid", "forward=hybrid,rows_kernel=tiles
             "forward=tiles,ts_bwd=16,bd_bwd=32,warps_bwd=1", "grad_forward=reorder", "tiles_rows=contiguous",
             "tiles_rows=contiguous,tiles_stages=2", "tiles_prefetch=1", "tiles_rows=contiguous,tiles_prefetch=1",
             "tiles_prefetch=1,tiles_maxnreg=128", "grad_forward=reorder,rows_gt=256,rows_warps=8", "tiles_fold=1",
-            "tiles_fold=2,tiles_prefetch=1", "tiles_rows=contiguous,tiles_fold=2,tiles_prefetch=1"]
+            "tiles_fold=2,tiles_prefetch=1", "tiles_rows=contiguous,tiles_fold=2,tiles_prefetch=1",
+            "tiles_tm_loads=vector"]
 
 
 @pytest.mark.gpu
@@ -62,7 +63,7 @@ def test_kernel_variants_match_reference_on_cuda(spec: str, case: Case) -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("spec", [*VARIANTS[1:4], *VARIANTS[-9:]])
+@pytest.mark.parametrize("spec", [*VARIANTS[1:4], *VARIANTS[-10:]])
 def test_kernel_variants_in_bfloat16_on_cuda(spec: str) -> None:
     case = GPU_CASES[3]
     cfg = triton_scan.config_for(case.N, case.dm, case.L, spec)
@@ -128,6 +129,8 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
                 (Case(1, 4, 3, 4, 5, 11, "grid"),
                  ScanConfig(forward="tiles", tiles_rows="contiguous", tiles_prefetch=1, tiles_fold=2, **small)),
                 (Case(1, 2, 3, 1, 1, 23, "perm"), ScanConfig(forward="tiles", tiles_fold=1, **small)),
+                # token-major inputs (check_triton reads them in place) through the compiler's vector loads
+                (Case(1, 4, 3, 4, 3, 7, "grid"), ScanConfig(forward="tiles", tiles_tm_loads="vector", **small)),
                 (Case(1, 4, 3, 4, 5, 11, "grid"), hybrid),  # rows not a whole number of segments
                 (Case(2, 4, 3, 3, 8, 8, "grid"), hybrid),  # columns a whole number of chunks
                 (Case(1, 4, 3, 2, 5, 6, "grid"), hybrid_tiles),
@@ -160,7 +163,7 @@ def test_kernels_in_the_interpreter_match_reference() -> None:
         for errors in json.loads(stdout.split("ERRORS")[1]):
             assert_within(errors, torch.float32)
             checked += 1
-    assert checked == 17
+    assert checked == 18
 
 
 def test_config_overrides_from_environment_and_spec(monkeypatch) -> None:
@@ -172,7 +175,8 @@ def test_config_overrides_from_environment_and_spec(monkeypatch) -> None:
     assert (cfg.forward, cfg.rows_gt, cfg.rows_kernel, cfg.ts) == ("hybrid", 64, "tiles", base.ts)
     bad = [("tile=3", "no field 'tile'"), ("forward", "name=value"), ("forward=fast", "forward must be"),
            ("grad_forward=fast", "grad_forward must be"), ("tiles_prefetch=2", "tiles_prefetch must be 0 or 1"),
-           ("tiles_fold=-1", "tiles_fold must be 0, 1 or 2"), ("tiles_maxnreg=300", "tiles_maxnreg must be 0")]
+           ("tiles_fold=-1", "tiles_fold must be 0, 1 or 2"), ("tiles_maxnreg=300", "tiles_maxnreg must be 0"),
+           ("tiles_tm_loads=wide", "tiles_tm_loads must be 'vector' or 'lanes'")]
     for spec, message in bad:
         with pytest.raises(ValueError, match=message):
             base.with_spec(spec)
