@@ -8,20 +8,22 @@
 #   .whl/                        cp312 wheels the GPU image lacks (ROS 2 runtime wheels, pytorch-msssim)
 #   .gpu/mamba_ssm-2.3.2.post1/  mamba-ssm's sdist with csrc/selective_scan (the peer kernel, built here)
 #   .gpu/train_data/             the training split, packed by bench/pack_train_data.py (step train only)
-# Steps, in order (each time-boxed and logged; a failing step never stops the next one):
+# Steps (each time-boxed and logged; a failing step never stops the next one). Run order: tests; the token-major
+# scan and the model's default and token-major timings (the open layout question first); the scan sweep; the
+# variants' tests; the small scans and ncu; mamba; the model's variants; node; train. By step:
 #   tests  pytest -m gpu: Triton kernels and the engine vs the float64 reference (grad_forward=reorder included),
 #          then (after the scan step) the untimed forward variants (tiles_rows, tiles_prefetch, tiles_fold,
 #          tiles_maxnreg); the older variants' own tests last, if time is left
-#   scan   (its variants compiled first in parallel processes, during the tests)
+#   scan   (its variants compiled first in parallel processes, during the tests) first the forward on token-major
+#          u and delta (read in place) beside channel-major at 640x512 and the tiny model's 160x128; then
 #          bench/scan.py at 640x512 bf16: default and every variant in SCAN_VARIANTS, forward and backward,
-#          at SCAN_SIZES (default also the rows-only and cols-only splits, and 320x256), per-kernel GPU time (torch.profiler); ncu's sections if ncu exists
-#          and the registers and spills of every Triton kernel as the JIT compiled it there; then the forward
-#          on token-major u and delta (read in place) beside channel-major at 640x512 and the tiny model's 160x128
+#          at SCAN_SIZES (default also the rows-only and cols-only splits, and 320x256), per-kernel GPU time
+#          (torch.profiler); ncu's sections if ncu exists and the registers and spills of every Triton kernel as
+#          the JIT compiled it there
 #   mamba  (after its background build) the mamba backend's gpu tests, and it beside ours in bench/scan.py
 #   model  bench/model.py tiny at 320x256 / 640x512 for the default scan (and the scan's share of a frame's
-#          GPU time), the model laid out token-major (DIFFMF_SCAN_LAYOUT=token_major; tiles_tm_loads lanes and
-#          vector), the fastest scan variant,
-#          each MODEL_VARIANTS entry, and mamba
+#          GPU time) and laid out token-major (DIFFMF_SCAN_LAYOUT=token_major; tiles_tm_loads lanes and vector),
+#          before the scan sweep; after it the sweep's fastest scan variant, each MODEL_VARIANTS entry, and mamba
 #   node   bench/node_latency.py (ROS 2 across processes)
 #   train  the tiny preset on the packed split for TRAIN_MINUTES
 # Results: $OUT/summary.md, $OUT/results.tgz (every log, table and JSON) and, after train,
@@ -129,9 +131,30 @@ if want tests; then  # the kernel variants' own tests run at the end, when time 
     tests/test_kernels_triton.py tests/test_engine.py tests/test_scan_layout.py
 fi
 
-if want scan; then
+# First what decides the layout question (token-major on the GPU, untimed so far), so a short lease answers
+# it: the scan both ways, then the model by default and token-major; the variant sweep after them.
+if want scan; then  # nothing else on the GPU from here on: the warm-up compiles launch kernels too
   [ -n "${WARM_PID:-}" ] && wait "$WARM_PID"
   echo "- warm-up compile of the scan variants done at t=$(( $(date +%s) - START )) s" >> "$SUMMARY"
+  # Token-major u and delta (a channels-last model's layout, read in place by the tiles forward; untimed so far)
+  # beside the usual channel-major ones in one table, the benchmark's and the tiny model's commonest shape.
+  fits bench_scan_token_major 60 && step bench_scan_token_major 150 $PY bench/scan.py --out "$OUT/scan_tm" \
+    --sizes 512x640 512x640:tm 128x160:4:32:n8 128x160:4:32:n8:tm --dtypes bf16 --repeat 20 --no-backward \
+    --triton-config tiles_tm_loads=vector --triton-config tiles_fold=2,tiles_prefetch=1 --triton-config tiles_fold=2
+fi
+
+if want model; then
+  fits bench_model 60 && step bench_model 90 env DIFFMF_SCAN_BACKEND=triton $PY bench/model.py --presets tiny \
+    --out "$OUT/model_default" --repeat 30 --budget 3 --scaling 512 --profile
+  # The model laid out token-major (channels-last conv, u/delta/y read and written in place by the tiles forward)
+  fits bench_model_tm 60 && step bench_model_tm 60 env DIFFMF_SCAN_BACKEND=triton DIFFMF_SCAN_LAYOUT=token_major \
+    $PY bench/model.py --presets tiny --out "$OUT/model_token_major" --repeat 30 --budget 3 --scaling 512
+  fits bench_model_tm_vector 60 && step bench_model_tm_vector 60 env DIFFMF_SCAN_BACKEND=triton \
+    DIFFMF_SCAN_LAYOUT=token_major DIFFMF_TRITON_SCAN_CONFIG=tiles_tm_loads=vector $PY bench/model.py --presets tiny \
+    --out "$OUT/model_token_major_vector" --repeat 30 --budget 3 --scaling 512
+fi
+
+if want scan; then
   variant_args=()
   for v in $SCAN_VARIANTS; do variant_args+=(--triton-config "$v"); done
   step bench_scan 260 $PY bench/scan.py --out "$OUT/scan" --sizes $SCAN_SIZES --dtypes bf16 --repeat 10 --profile \
@@ -151,13 +174,6 @@ PYEOF
   fi
 fi
 
-if want scan; then
-  # Token-major u and delta (a channels-last model's layout, read in place by the tiles forward; untimed so far)
-  # beside the usual channel-major ones in one table, the benchmark's and the tiny model's commonest shape.
-  fits bench_scan_token_major 60 && step bench_scan_token_major 150 $PY bench/scan.py --out "$OUT/scan_tm" \
-    --sizes 512x640 512x640:tm 128x160:4:32:n8 128x160:4:32:n8:tm --dtypes bf16 --repeat 20 --no-backward \
-    --triton-config tiles_tm_loads=vector --triton-config tiles_fold=2,tiles_prefetch=1 --triton-config tiles_fold=2
-fi
 
 # The untimed forward variants' own tests (every gradient too), after their timings: the table above already
 # compares each variant's forward output with the default's (max rel diff).
@@ -199,14 +215,6 @@ if want mamba && [ -n "${MAMBA_PID:-}" ]; then
 fi
 
 if want model; then
-  fits bench_model 60 && step bench_model 90 env DIFFMF_SCAN_BACKEND=triton $PY bench/model.py --presets tiny \
-    --out "$OUT/model_default" --repeat 30 --budget 3 --scaling 512 --profile
-  # The model laid out token-major (channels-last conv, u/delta/y read and written in place by the tiles forward)
-  fits bench_model_tm 60 && step bench_model_tm 60 env DIFFMF_SCAN_BACKEND=triton DIFFMF_SCAN_LAYOUT=token_major \
-    $PY bench/model.py --presets tiny --out "$OUT/model_token_major" --repeat 30 --budget 3 --scaling 512
-  fits bench_model_tm_vector 60 && step bench_model_tm_vector 60 env DIFFMF_SCAN_BACKEND=triton \
-    DIFFMF_SCAN_LAYOUT=token_major DIFFMF_TRITON_SCAN_CONFIG=tiles_tm_loads=vector $PY bench/model.py --presets tiny \
-    --out "$OUT/model_token_major_vector" --repeat 30 --budget 3 --scaling 512
   i=0
   for v in $MODEL_VARIANTS; do
     i=$((i + 1))
