@@ -80,6 +80,15 @@ def projection_view(t: torch.Tensor) -> torch.Tensor:
     return view.copy_(t)
 
 
+def projection_views(B: torch.Tensor, C: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """B and C ((Bt, K, N, L) each) as adjacent token-major slices of one (Bt, L, K, 2N + 3) buffer, C's states
+    right after B's: how SS2D's x_proj output holds them (its dt ranks first)."""
+    bt, k, n, L = B.shape
+    buf = torch.zeros(bt, L, k, 2 * n + 3, dtype=B.dtype, device=B.device)
+    views = [buf[..., 1 + i * n:1 + (i + 1) * n].permute(0, 2, 3, 1) for i in range(2)]
+    return views[0].copy_(B), views[1].copy_(C)
+
+
 def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| relative to max |b| (the scale of the quantity)."""
     a, b = a.detach().double().cpu(), b.detach().double().cpu()
@@ -122,7 +131,8 @@ def check_scan(scan, case: Case, dtype: torch.dtype, device: str, token_major: b
         y_infer = scan(*xs, case.softplus, orders)
         if token_major:  # u and delta as (Bt, channels, L) views of (Bt, L, channels) memory (channels-last),
             # B and C as slices of one projection: how the model lays them out when the scan reads token-major
-            tm = [as_token_major(t) if i < 2 else projection_view(t) if i in (3, 4) else t for i, t in enumerate(xs)]
+            tm = [as_token_major(t) if i < 2 else t for i, t in enumerate(xs)]
+            tm[3], tm[4] = projection_views(xs[3], xs[4])
             y_tm = scan(*tm, case.softplus, orders)
     errors = {"y": max_rel(y, y_ref), "y_inference": max_rel(y_infer, y_ref)}
     if token_major:

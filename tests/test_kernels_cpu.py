@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import torch
 from diffmf_kernels import cpu_scan
-from scan_cases import Case, make_inputs, max_rel, projection_view, reference
+from scan_cases import Case, make_inputs, max_rel, projection_view, projection_views, reference
 
 from diffmf_core.ops import as_token_major, is_token_major, selective_scan
 
@@ -77,15 +77,21 @@ def test_bfloat16_inputs_keep_float32_state(case: Case) -> None:
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=["fp64", "fp32", "bf16"])
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_token_major_and_strided_inputs_give_identical_results(case: Case, dtype: torch.dtype) -> None:
-    """Token-major u/delta and strided B/C are read in place: the same sums in the same order, so equal bits."""
+    """Token-major u/delta and strided B/C are read in place: the same sums in the same order, so equal bits.
+
+    B and C as adjacent slices of one projection (SS2D's layout; at N=8 the kernel loads a token's B and C states
+    as one vector) and as slices of two."""
     xs, orders = make_inputs(case, torch.float32 if dtype == torch.bfloat16 else dtype)
     xs = [t.to(dtype) if dtype == torch.bfloat16 and i in (0, 1, 3, 4) else t for i, t in enumerate(xs)]
-    laid = [as_token_major(t) if i < 2 else projection_view(t) if i in (3, 4) else t for i, t in enumerate(xs)]
-    assert not laid[3].is_contiguous()
+    laid = [as_token_major(t) if i < 2 else t for i, t in enumerate(xs)]
+    laid[3], laid[4] = projection_views(xs[3], xs[4])
+    assert not laid[3].is_contiguous() and laid[4].data_ptr() == laid[3].data_ptr() + case.N * laid[3].element_size()
+    apart = [*laid[:3], projection_view(xs[3]), projection_view(xs[4]), *laid[5:]]
     grad_out = torch.randn(case.bt, case.K * case.dm, case.L, generator=torch.Generator().manual_seed(3)).to(dtype)
     mixed = [laid[0], *xs[1:]]  # only u token-major: delta is laid out alike, B and C stay contiguous
     results = []
-    for inputs, gy in ((xs, grad_out), (laid, as_token_major(grad_out)), (laid, grad_out), (mixed, grad_out)):
+    for inputs, gy in ((xs, grad_out), (laid, as_token_major(grad_out)), (laid, grad_out), (apart, grad_out),
+                       (mixed, grad_out)):
         inputs = [None if t is None else t.detach().requires_grad_() for t in inputs]
         y = cpu_scan.selective_scan(*inputs, case.softplus, orders)
         results.append((y, _grads(y, inputs, gy)))
