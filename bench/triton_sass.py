@@ -24,7 +24,8 @@ import tempfile
 
 import triton
 from diffmf_kernels import triton_scan_kernels as tk
-from diffmf_kernels.triton_scan_forward import first_axis_fast
+from diffmf_kernels.triton_scan import ScanConfig
+from diffmf_kernels.triton_scan_forward import first_axis_fast, token_major_mode
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
@@ -138,7 +139,7 @@ def main() -> None:
     ap.add_argument("--tiles-maxnreg", type=int, default=0, help="ScanConfig.tiles_maxnreg (0: no cap)")
     ap.add_argument("--token-major", action="store_true",
                     help="the tiles forward on token-major u, delta, y and B/C as slices of one projection")
-    ap.add_argument("--tiles-tm-loads", default="lanes", choices=("vector", "lanes"),
+    ap.add_argument("--tiles-tm-loads", default=ScanConfig.tiles_tm_loads, choices=("vector", "lanes"),
                     help="ScanConfig.tiles_tm_loads (with --token-major)")
     args = ap.parse_args()
     np2 = 1 << max(0, (args.n - 1).bit_length())
@@ -155,7 +156,7 @@ def main() -> None:
     fwd = dict(NP=np2, BD=args.bd, TS=args.ts, SUB=args.sub, SHARED_U=True, FIRST_FAST=first_axis_fast(),
                ROWS_CONTIG=args.tiles_rows == "contiguous", STAGES=args.tiles_stages,
                PREFETCH=bool(args.tiles_prefetch), FOLD=args.tiles_fold,
-               TOKEN_MAJOR=(2 if args.tiles_tm_loads == "lanes" else 1) if args.token_major else 0, **bc, **flags)
+               TOKEN_MAJOR=token_major_mode(args.token_major, args.tiles_tm_loads), **bc, **flags)
     bwd = dict(NP=np2, BD=args.bd_bwd, TS=args.ts_bwd, **flags)
     bwd_out = dict(bwd, SHARED_U=True, HAS_D=True, FIRST_FAST=first_axis_fast())
     lines = dict(NP=np2, BD=args.bd_lines, G=args.lines, SHARED_U=True, HAS_D=True, FIRST_FAST=first_axis_fast(),

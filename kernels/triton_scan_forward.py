@@ -82,6 +82,12 @@ def first_axis_fast() -> bool:
     return FIRST_AXIS_FAST if FIRST_AXIS_FAST is not None else _triton_version() < (3, 9)
 
 
+def token_major_mode(token_major: bool, loads: str) -> int:
+    """The tiles kernels' TOKEN_MAJOR: 0 channel-major, 1 token-major by vector loads, 2 by lanes
+    (ScanConfig.tiles_tm_loads; triton_scan_kernels._tiles_program)."""
+    return (2 if loads == "lanes" else 1) if token_major else 0
+
+
 _cache: dict[tuple, torch.Tensor | tuple[torch.Tensor, int]] = {}
 
 
@@ -130,7 +136,7 @@ def _tiles_part(p: _Problem, dirs: tuple[int, ...]) -> _Part:
     meta = dict(NP=p.np2, BD=cfg.bd, TS=cfg.ts, SUB=cfg.sub, num_warps=cfg.warps, MODE=p.order.mode,
                 ROWS_CONTIG=cfg.tiles_rows == "contiguous", STAGES=cfg.tiles_stages,
                 PREFETCH=bool(cfg.tiles_prefetch), FOLD=cfg.tiles_fold,
-                TOKEN_MAJOR=(2 if cfg.tiles_tm_loads == "lanes" else 1) if p.token_major else 0, **flags)
+                TOKEN_MAJOR=token_major_mode(p.token_major, cfg.tiles_tm_loads), **flags)
     if cfg.tiles_maxnreg:
         meta["maxnreg"] = cfg.tiles_maxnreg
     sizes = (p.L, p.order.H, p.order.W, p.K, p.dm, p.N, n_dblk, n_chunks)
