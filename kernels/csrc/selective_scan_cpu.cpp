@@ -446,21 +446,51 @@ DIFFMF_NOINLINE void gather_lanes(const in_t* base, int64_t stride, int64_t tstr
   for (int64_t l = 0; l < nl; ++l) gather(base + l * stride, idx + t0, T - t0, dst + t0 * W + l, W, add[l], dir);
 }
 
+// A token's W float lanes to a 64-byte-aligned line of a token-major output with a non-temporal store; false (nothing
+// written) where that does not apply. The outputs (y; the backward's gu and gdelta) are megabytes written once per
+// call: an ordinary store first reads its line, and those waiting stores held up every store behind them (the
+// chunk buffers, the state). Removing the y stores altogether made the N = 8 forward 24 % faster; streaming them,
+// 14-19 % (2-core box, 1 and 2 threads; a 640x512 frame ~7 %: bench/RESULTS.md, tenth session).
+template <typename acc_t>
+inline bool stream_line(acc_t* out, const acc_t* in) {
+#if defined(__AVX512F__)
+  if constexpr (sizeof(acc_t) == 4 && W == 16) {
+    if ((reinterpret_cast<uintptr_t>(out) & 63) == 0) {
+      _mm512_stream_ps(reinterpret_cast<float*>(out), _mm512_loadu_ps(reinterpret_cast<const float*>(in)));
+      return true;
+    }
+  }
+#endif
+  (void)out;
+  (void)in;
+  return false;
+}
+
 // row_l[idx[t]] = src[t][l] for the nl live lanes.
 template <typename acc_t>
 DIFFMF_NOINLINE void scatter_lanes(const acc_t* src, acc_t* base, int64_t stride, int64_t tstride, int64_t nl,
                                    const int64_t* idx, int64_t T, int dir) {
   if (tstride != 1) {
+    bool streamed = false;
     for (int64_t t = 0; t < T; ++t) {
       acc_t* out = base + idx[t] * tstride;
       const acc_t* in = src + t * W;
-      if (nl == W) {  // a fixed-size copy the compiler turns into vector moves (memcpy of nl: a libc call per step)
+      if (nl == W) {
+        if (stream_line(out, in)) {
+          streamed = true;
+          continue;
+        }
+        // a fixed-size copy the compiler turns into vector moves (memcpy of nl: a libc call per step)
 #pragma omp simd
         for (int l = 0; l < W; ++l) out[l] = in[l];
       } else {
         for (int64_t l = 0; l < nl; ++l) out[l] = in[l];
       }
     }
+#if defined(__AVX512F__)
+    if (streamed) _mm_sfence();  // streaming stores are weakly ordered: visible before the task reports done
+#endif
+    (void)streamed;
     return;
   }
   int64_t t0 = 0;
