@@ -55,8 +55,10 @@ inline float load(const uint16_t* p, int64_t i) {  // bfloat16 bits -> float
 // instantiations, which made the forward 1.5x slower.
 #if defined(__GNUC__)
 #define DIFFMF_NOINLINE __attribute__((noinline))
+#define DIFFMF_PREFETCH(p) __builtin_prefetch(p)
 #else
 #define DIFFMF_NOINLINE
+#define DIFFMF_PREFETCH(p)
 #endif
 template <typename in_t, typename acc_t>
 DIFFMF_NOINLINE void gather(const in_t* __restrict src, const int64_t* __restrict idx, int64_t T, acc_t* __restrict dst,
@@ -511,6 +513,17 @@ DIFFMF_NOINLINE void scatter_lanes(const acc_t* src, acc_t* base, int64_t stride
   for (int64_t l = 0; l < nl; ++l) scatter(src + t0 * W + l, W, idx + t0, T - t0, base + l * stride);
 }
 
+// Prefetches step t's share of the next chunk's token rows (see Scan::chunk_lines): LINES addresses per step, a
+// null one skipped. Spread over the steps, the loads overlap the recurrence; issued all at once before a chunk,
+// as many prefetches as the gathers' loads measured no gain (the line fill buffers are few).
+constexpr int LINES = 4;
+inline void prefetch_step(const void* const* lines, int64_t count, int64_t t) {
+  if (LINES * t >= count) return;
+  for (int i = 0; i < LINES; ++i) {
+    if (lines[LINES * t + i]) DIFFMF_PREFETCH(lines[LINES * t + i]);
+  }
+}
+
 // The forward recurrence over one chunk of T steps: h ([n][lane] state) in and out, y_t = C_t . h_t + D u_t to
 // y[t][lane]. A function of restrict pointers: written inline in the task on std::vector data, GCC 12 reloaded
 // the buffers' addresses from the stack every state and step, kept a vector on the stack and summed y lane by
@@ -519,9 +532,10 @@ template <typename acc_t, int NC>
 void forward_chunk(int64_t T, int64_t N, const acc_t* __restrict dt, const acc_t* __restrict du,
                    const acc_t* __restrict u, const acc_t* __restrict Bc, const acc_t* __restrict Cc,
                    const acc_t* __restrict A2, const acc_t* __restrict Dl, acc_t* __restrict h,
-                   acc_t* __restrict y) {
+                   acc_t* __restrict y, const void* const* __restrict lines, int64_t nlines) {
   const int64_t states = NC > 0 ? NC : N;
   for (int64_t t = 0; t < T; ++t) {
+    prefetch_step(lines, nlines, t);
     acc_t yt[W];
 #pragma omp simd
     for (int l = 0; l < W; ++l) yt[l] = 0;
@@ -619,10 +633,35 @@ struct Scan {
     for (int64_t i = 0; i < T * W; ++i) w.du[i] = w.dt[i] * w.u[i];
   }
 
+  // Token-major inputs: the lines of chunk [s, s+TT)'s tokens (clipped to L), LINES per token: delta's and u's
+  // (a token's lanes are one line), B's and C's (null unless a token's states are together) — for the chunk before
+  // it to prefetch a token per step (prefetch_step). Returns how many addresses, 0 for channel-major inputs (rows
+  // there are one lane each and left to the hardware prefetchers).
+  int64_t chunk_lines(const Work& w, int64_t s, const void** lines) const {
+    if (!p.token_major || s < 0 || s >= p.L) return 0;
+    const int64_t T = std::min(TT, p.L - s), uc = p.orders ? p.Dm : KD;
+    const in_t* u0 = static_cast<const in_t*>(p.u) + w.b * uc * p.L + (p.orders ? w.d0 : channel(w, 0));
+    const in_t* d0 = static_cast<const in_t*>(p.delta) + row0(w);
+    const int64_t* bs = p.bc_stride;
+    const bool bc_rows = bs[3] != 1;
+    const in_t* B0 = static_cast<const in_t*>(p.B) + w.b * bs[0] + w.k * bs[1];
+    const in_t* C0 = static_cast<const in_t*>(p.C) + w.b * bs[0] + w.k * bs[1] + (nstate() - 1) * bs[2];
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t i = p.orders ? p.orders[w.k * p.L + s + t] : s + t;
+      const void** at = lines + LINES * t;
+      at[0] = d0 + i * KD;
+      at[1] = u0 + i * uc;
+      at[2] = bc_rows ? B0 + i * bs[3] : nullptr;
+      at[3] = bc_rows ? C0 + i * bs[3] : nullptr;
+    }
+    return LINES * T;
+  }
+
   // y, and the state at each chunk start when ckpt is given (for the backward pass).
   void forward_task(Work& w, acc_t* y, acc_t* ckpt) const {
     const int64_t N = nstate(), nch = n_chunks(p.L);
     setup(w);
+    const void* lines[LINES * TT];
     for (int64_t j = 0; j < nch; ++j) {
       const int64_t s = j * TT, T = std::min(TT, p.L - s);
       load_chunk(w, s, T);
@@ -631,8 +670,9 @@ struct Scan {
           for (int64_t n = 0; n < N; ++n) ckpt[((w.b * KD + channel(w, l)) * nch + j) * N + n] = w.state[n * W + l];
       }
       // y goes to [t][lane] in x's buffer (x is not needed any more).
+      const int64_t nlines = chunk_lines(w, s + TT, lines);
       forward_chunk<acc_t, NC>(T, N, w.dt.data(), w.du.data(), w.u.data(), w.Bc.data(), w.Cc.data(), w.At2.data(),
-                               w.Dl.data(), w.state.data(), w.x.data());
+                               w.Dl.data(), w.state.data(), w.x.data(), lines, nlines);
       scatter_lanes(w.x.data(), y + row0(w), p.lane_stride(), p.token_stride(KD), w.nl, w.idx.data(), T, w.run);
     }
   }
