@@ -106,6 +106,25 @@ def test_token_major_and_strided_inputs_give_identical_results(case: Case, dtype
         assert is_token_major(grads_tm[1]) == token_major and is_token_major(grads_tm[0]) == (case.dm > 1)
 
 
+@pytest.mark.parametrize("token_major", [False, True], ids=["channel-major", "token-major"])
+def test_softplus_of_delta_matches_torch_value_by_value(token_major: bool) -> None:
+    """One-step scans with u = B = C = 1 and no D give y = softplus(delta): checked value by value over both sides
+    of torch's threshold (20) and far below zero, where softplus is tiny and must keep its relative accuracy."""
+    delta64 = torch.linspace(-60.0, 40.0, 4 * 256, dtype=torch.float64).view(4, 256, 1).float().double()
+    delta = delta64.float().requires_grad_()
+    u = torch.ones(4, 256, 1)
+    if token_major:
+        u, delta_in = as_token_major(u), as_token_major(delta)
+    else:
+        delta_in = delta
+    ones = torch.ones(4, 1, 1, 1)
+    y = cpu_scan.selective_scan(u, delta_in, -torch.ones(256, 1), ones, ones, None, None, True, None)
+    (g,) = torch.autograd.grad(y.sum(), delta)
+    ref = torch.nn.functional.softplus(delta64)
+    assert float(((y.detach().double() - ref).abs() / ref).max()) < 1e-6
+    assert float(((g.double() - torch.sigmoid(delta64)).abs() / torch.sigmoid(delta64)).max()) < 1e-6
+
+
 def test_dispatcher_runs_the_native_kernel() -> None:
     case = CASES[0]
     xs, orders = make_inputs(case, torch.float32)

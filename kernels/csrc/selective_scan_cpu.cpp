@@ -163,6 +163,57 @@ inline float softplus(float x) {
   return x > 20.0f ? x : sp;
 }
 inline double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
+
+// out[i] = softplus(x[i]) for a chunk's n = T * W values.
+template <typename acc_t>
+inline void softplus_values(const acc_t* __restrict x, acc_t* __restrict out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = softplus(x[i]);
+}
+#if defined(__AVX512F__)
+// The same function without a division (GCC's vdivps is a third of the compiled loop's time: ~10 cycles per
+// 16 values on this core): exp(-|x|) scaled by vscalefps as in exp2_lanes, and the quotient e / (2 + e) of log1p_unit from a reciprocal estimate refined by one Newton step (relative error
+// ~2^-28, below float rounding). Within a few float ulps of the scalar version.
+template <>
+inline void softplus_values<float>(const float* __restrict x, float* __restrict out, int64_t n) {
+  const __m512 two = _mm512_set1_ps(2.0f), zero = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    // exp(-|x|) as exp_approx computes it (k ln 2 in two parts, so r keeps float accuracy at large |x|), the
+    // scale 2^k by vscalefps
+    const __m512 m = _mm512_sub_ps(zero, _mm512_abs_ps(v));
+    const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(m, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 r_hi = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), m);
+    const __m512 r = _mm512_fmadd_ps(k, _mm512_set1_ps(2.12194440e-4f), r_hi);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    const __m512 e = _mm512_scalef_ps(p, k);  // in (0, 1]
+    const __m512 d = _mm512_add_ps(e, two);
+    const __m512 q0 = _mm512_rcp14_ps(d);
+    const __m512 q = _mm512_mul_ps(q0, _mm512_fnmadd_ps(d, q0, two));  // 1 / (2 + e)
+    const __m512 sq = _mm512_mul_ps(e, q);
+    const __m512 s2 = _mm512_mul_ps(sq, sq);
+    __m512 a = _mm512_set1_ps(1.0f / 13.0f);
+    a = _mm512_fmadd_ps(a, s2, _mm512_set1_ps(1.0f / 11.0f));
+    a = _mm512_fmadd_ps(a, s2, _mm512_set1_ps(1.0f / 9.0f));
+    a = _mm512_fmadd_ps(a, s2, _mm512_set1_ps(1.0f / 7.0f));
+    a = _mm512_fmadd_ps(a, s2, _mm512_set1_ps(1.0f / 5.0f));
+    a = _mm512_fmadd_ps(a, s2, _mm512_set1_ps(1.0f / 3.0f));
+    a = _mm512_fmadd_ps(a, s2, _mm512_set1_ps(1.0f));
+    const __m512 lp = _mm512_mul_ps(_mm512_add_ps(sq, sq), a);  // log1p(e) = 2 atanh(e / (2 + e))
+    const __m512 sp = _mm512_add_ps(_mm512_max_ps(v, zero), lp);
+    const __mmask16 big = _mm512_cmp_ps_mask(v, _mm512_set1_ps(20.0f), _CMP_GT_OQ);  // torch's threshold
+    _mm512_storeu_ps(out + i, _mm512_mask_blend_ps(big, sp, v));
+  }
+  for (; i < n; ++i) out[i] = softplus(x[i]);
+}
+#endif
 // Its derivative, as torch computes it: z / (z + 1) with z = exp(x), 1 above the threshold.
 inline float softplus_grad(float x) {
   const float z = exp_approx(std::min(x, 20.0f));
@@ -626,7 +677,7 @@ struct Scan {
                  w.idx.data(), T, w.run, w.x.data(), w.biasl.data());
     gather_lanes(u0, p.lane_stride(), p.token_stride(uc), w.nl, w.idx.data(), T, w.run, w.u.data(), zero);
     if (p.softplus) {
-      for (int64_t i = 0; i < T * W; ++i) w.dt[i] = softplus(w.x[i]);
+      softplus_values(w.x.data(), w.dt.data(), T * W);
     } else {
       for (int64_t i = 0; i < T * W; ++i) w.dt[i] = w.x[i];
     }
