@@ -171,8 +171,9 @@ inline void softplus_values(const acc_t* __restrict x, acc_t* __restrict out, in
 }
 #if defined(__AVX512F__)
 // The same function without a division (GCC's vdivps is a third of the compiled loop's time: ~10 cycles per
-// 16 values on this core): exp(-|x|) scaled by vscalefps as in exp2_lanes, and the quotient e / (2 + e) of log1p_unit from a reciprocal estimate refined by one Newton step (relative error
-// ~2^-28, below float rounding). Within a few float ulps of the scalar version.
+// 16 values on this core): exp(-|x|) scaled by vscalefps as in exp2_lanes, and the quotient e / (2 + e) of
+// log1p_unit from a reciprocal estimate refined by one Newton step (relative error ~2^-28, below float rounding).
+// Max relative error 3.2e-7 against float64 over [-60, 40] (the scalar version: 2.6e-7).
 template <>
 inline void softplus_values<float>(const float* __restrict x, float* __restrict out, int64_t n) {
   const __m512 two = _mm512_set1_ps(2.0f), zero = _mm512_setzero_ps();
@@ -503,7 +504,7 @@ DIFFMF_NOINLINE void gather_lanes(const in_t* base, int64_t stride, int64_t tstr
 // written) where that does not apply. The outputs (y; the backward's gu and gdelta) are megabytes written once per
 // call: an ordinary store first reads its line, and those waiting stores held up every store behind them (the
 // chunk buffers, the state). Removing the y stores altogether made the N = 8 forward 24 % faster; streaming them,
-// 14-19 % (2-core box, 1 and 2 threads; a 640x512 frame ~7 %: bench/RESULTS.md, tenth session).
+// 14-19 % (2-core box, 1 and 2 threads; a 640x512 frame 5-10 %: bench/RESULTS.md, tenth session).
 template <typename acc_t>
 inline bool stream_line(acc_t* out, const acc_t* in) {
 #if defined(__AVX512F__)
@@ -632,6 +633,16 @@ struct Scan {
   int64_t channel(const Work& w, int64_t l) const { return w.k * p.Dm + w.d0 + l; }
   // Offset of the task's first channel in a (Bt, KD, L) tensor (delta, y, gy, gu, gdelta), either layout.
   int64_t row0(const Work& w) const { return w.b * KD * p.L + channel(w, 0) * p.lane_stride(); }
+  // u's channels (shared by the K directions when orders are given), and where the task's first lane of u sits.
+  int64_t u_channels() const { return p.orders ? p.Dm : KD; }
+  const in_t* u_row0(const Work& w) const {
+    const int64_t lane0 = p.orders ? w.d0 : channel(w, 0);
+    return static_cast<const in_t*>(p.u) + w.b * u_channels() * p.L + lane0 * p.lane_stride();
+  }
+  // The task's (batch, direction) in B and C.
+  int64_t bc_offset(const Work& w) const { return w.b * p.bc_stride[0] + w.k * p.bc_stride[1]; }
+  const in_t* B_of(const Work& w) const { return static_cast<const in_t*>(p.B) + bc_offset(w); }
+  const in_t* C_of(const Work& w) const { return static_cast<const in_t*>(p.C) + bc_offset(w); }
 
   // Per-lane constants: A transposed to [n][lane] (and times log2 e, for exp2), D, delta_bias (zero in padding
   // lanes).
@@ -657,9 +668,8 @@ struct Scan {
     for (int64_t t = 0; t < T; ++t) w.idx[t] = p.orders ? p.orders[w.k * p.L + s + t] : s + t;
     w.run = run_direction(w.idx.data(), T);
     const int64_t* bs = p.bc_stride;
-    const int64_t off = w.b * bs[0] + w.k * bs[1];
-    const in_t* Bp = static_cast<const in_t*>(p.B) + off;
-    const in_t* Cp = static_cast<const in_t*>(p.C) + off;
+    const in_t* Bp = B_of(w);
+    const in_t* Cp = C_of(w);
     if (bs[3] == 1) {  // each state's tokens contiguous (channel-major)
       for (int64_t n = 0; n < N; ++n) {
         gather(Bp + n * bs[2], w.idx.data(), T, &w.Bc[n * TT], 1, acc_t(0), w.run);
@@ -670,12 +680,11 @@ struct Scan {
     }
     std::fill(w.x.begin(), w.x.end(), acc_t(0));
     std::fill(w.u.begin(), w.u.end(), acc_t(0));
-    const int64_t uc = p.orders ? p.Dm : KD;  // u's channels
-    const in_t* u0 = static_cast<const in_t*>(p.u) + w.b * uc * p.L + (p.orders ? w.d0 : channel(w, 0)) * p.lane_stride();
     const acc_t zero[W] = {};
     gather_lanes(static_cast<const in_t*>(p.delta) + row0(w), p.lane_stride(), p.token_stride(KD), w.nl,
                  w.idx.data(), T, w.run, w.x.data(), w.biasl.data());
-    gather_lanes(u0, p.lane_stride(), p.token_stride(uc), w.nl, w.idx.data(), T, w.run, w.u.data(), zero);
+    gather_lanes(u_row0(w), p.lane_stride(), p.token_stride(u_channels()), w.nl, w.idx.data(), T, w.run, w.u.data(),
+                 zero);
     if (p.softplus) {
       softplus_values(w.x.data(), w.dt.data(), T * W);
     } else {
@@ -690,13 +699,13 @@ struct Scan {
   // there are one lane each and left to the hardware prefetchers).
   int64_t chunk_lines(const Work& w, int64_t s, const void** lines) const {
     if (!p.token_major || s < 0 || s >= p.L) return 0;
-    const int64_t T = std::min(TT, p.L - s), uc = p.orders ? p.Dm : KD;
-    const in_t* u0 = static_cast<const in_t*>(p.u) + w.b * uc * p.L + (p.orders ? w.d0 : channel(w, 0));
+    const int64_t T = std::min(TT, p.L - s), uc = u_channels();
+    const in_t* u0 = u_row0(w);
     const in_t* d0 = static_cast<const in_t*>(p.delta) + row0(w);
     const int64_t* bs = p.bc_stride;
     const bool bc_rows = bs[3] != 1;
-    const in_t* B0 = static_cast<const in_t*>(p.B) + w.b * bs[0] + w.k * bs[1];
-    const in_t* C0 = static_cast<const in_t*>(p.C) + w.b * bs[0] + w.k * bs[1] + (nstate() - 1) * bs[2];
+    const in_t* B0 = B_of(w);
+    const in_t* C0 = C_of(w) + (nstate() - 1) * bs[2];  // the last state: B's and C's span ends there
     for (int64_t t = 0; t < T; ++t) {
       const int64_t i = p.orders ? p.orders[w.k * p.L + s + t] : s + t;
       const void** at = lines + LINES * t;
