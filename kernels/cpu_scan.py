@@ -145,7 +145,8 @@ class _CpuScan(torch.autograd.Function):
         new = functools.partial(torch.empty, dtype=acc)
         gu, gdelta = (new(bt, L, kd).transpose(1, 2) for _ in range(2)) if tm else (new(bt, kd, L) for _ in range(2))
         gA = new(bt, kd, N)
-        gB, gC = new(blocks, bt, K, N, L), new(blocks, bt, K, N, L)
+        gbc = new(blocks, bt, K, L, 2 * N)  # token-major, B's states then C's (the kernel's layout)
+        gB, gC = gbc[..., :N], gbc[..., N:]
         gD = new(bt, kd) if D is not None else None
         gbias = new(bt, kd) if bias is not None else None
         out = (_PTR * 9)(*[_ptr(t) for t in (gy, ckpt, gu, gdelta, gA, gB, gC, gD, gbias)])
@@ -157,7 +158,9 @@ class _CpuScan(torch.autograd.Function):
         if ords is not None:  # u is shared by the K directions: sum theirs, keeping the layout
             gu = sum_slices(gu.transpose(1, 2).view(bt, L, K, dm), 2).transpose(1, 2) if tm else \
                 sum_slices(gu.view(bt, K, dm, L), 1)
-        grads = [gu, gdelta, *(None if g is None else sum_slices(g, 0) for g in (gA, gB, gC, gD, gbias))]
+        gbc = sum_slices(gbc, 0).transpose(2, 3)  # (bt, K, 2N, L) view
+        grads = [gu, gdelta, sum_slices(gA, 0), gbc[:, :, :N], gbc[:, :, N:],
+                 *(None if g is None else sum_slices(g, 0) for g in (gD, gbias))]
         grads = [None if g is None or not need else g.to(like[0]).view(like[1])
                  for g, need, like in zip(grads, ctx.needs_input_grad, ctx.like)]
         return (*grads, None, None, None)

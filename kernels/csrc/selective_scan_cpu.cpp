@@ -255,8 +255,8 @@ struct Grads {
   acc_t* gu;          // like gy: per channel; the caller sums directions when u is shared
   acc_t* gdelta;      // like gy
   acc_t* gA;          // (Bt, KD, N): per batch; the caller sums
-  acc_t* gB;          // (blocks, Bt, K, N, L): per channel block; the caller sums
-  acc_t* gC;          // (blocks, Bt, K, N, L)
+  acc_t* gB;          // (blocks, Bt, K, L, 2N) token-major, per channel block (the caller sums): gB's states at
+  acc_t* gC;          // [..., :N] and gC's at [..., N:] of one buffer, so gC = gB + N
   acc_t* gD;          // (Bt, KD) or null
   acc_t* gbias;       // (Bt, KD) or null
 };
@@ -520,6 +520,33 @@ inline bool stream_line(acc_t* out, const acc_t* in) {
   return false;
 }
 
+// One step's dL/dB and dL/dC (N lane sums each) to their token's row of the token-major gradient buffer, where C's
+// follow B's (C = B + N). Stored as one line per 16 states (N = 8: both at once) with stream_line where it applies:
+// in the (N, L) layout of before, every step had touched 2N lines 4L bytes apart with single floats, and those
+// stores cost 15-20 % of the N = 8 backward (a knock-out; 2-core box, tenth session).
+template <typename acc_t>
+inline void store_states(const acc_t* b, const acc_t* c, int64_t N, acc_t* outB, acc_t* outC) {
+  if (N == 8 && W == 16) {
+    acc_t both[16];
+    for (int i = 0; i < 8; ++i) both[i] = b[i];
+    for (int i = 0; i < 8; ++i) both[8 + i] = c[i];
+    if (stream_line(outB, both)) return;
+  } else if (N == 16 && W == 16 && stream_line(outB, b)) {
+    if (stream_line(outC, c)) return;
+    for (int64_t n = 0; n < N; ++n) outC[n] = c[n];
+    return;
+  }
+  for (int64_t n = 0; n < N; ++n) outB[n] = b[n];
+  for (int64_t n = 0; n < N; ++n) outC[n] = c[n];
+}
+
+// After streaming stores: they are weakly ordered, so fenced before the task reports done.
+inline void stream_fence() {
+#if defined(__AVX512F__)
+  _mm_sfence();
+#endif
+}
+
 // row_l[idx[t]] = src[t][l] for the nl live lanes.
 template <typename acc_t>
 DIFFMF_NOINLINE void scatter_lanes(const acc_t* src, acc_t* base, int64_t stride, int64_t tstride, int64_t nl,
@@ -541,10 +568,7 @@ DIFFMF_NOINLINE void scatter_lanes(const acc_t* src, acc_t* base, int64_t stride
         for (int64_t l = 0; l < nl; ++l) out[l] = in[l];
       }
     }
-#if defined(__AVX512F__)
-    if (streamed) _mm_sfence();  // streaming stores are weakly ordered: visible before the task reports done
-#endif
-    (void)streamed;
+    if (streamed) stream_fence();
     return;
   }
   int64_t t0 = 0;
@@ -744,8 +768,8 @@ struct Scan {
     acc_t gD[W] = {}, gbias[W] = {};
     std::fill(w.gh.begin(), w.gh.end(), acc_t(0));  // carry: a_{t+1} * dL/dh_{t+1}
     const acc_t* At = w.At.data();
-    acc_t* gB = g.gB + ((blk * p.Bt + w.b) * p.K + w.k) * N * p.L;
-    acc_t* gC = g.gC + ((blk * p.Bt + w.b) * p.K + w.k) * N * p.L;
+    acc_t* gB = g.gB + ((blk * p.Bt + w.b) * p.K + w.k) * p.L * 2 * N;
+    acc_t* gC = g.gC + ((blk * p.Bt + w.b) * p.K + w.k) * p.L * 2 * N;
     for (int64_t j = nch - 1; j >= 0; --j) {
       const int64_t s = j * TT, T = std::min(TT, p.L - s);
       load_chunk(w, s, T);
@@ -809,10 +833,7 @@ struct Scan {
         // dL/dB and dL/dC of this step sum over the block's channels (lanes).
         row_sums(w.gBl.data(), N, w.gBt.data());
         row_sums(w.gCl.data(), N, w.gCt.data());
-        for (int64_t n = 0; n < N; ++n) {
-          gB[n * p.L + w.idx[t]] = w.gBt[n];
-          gC[n * p.L + w.idx[t]] = w.gCt[n];
-        }
+        store_states(w.gBt.data(), w.gCt.data(), N, gB + w.idx[t] * 2 * N, gC + w.idx[t] * 2 * N);
 #pragma omp simd
         for (int l = 0; l < W; ++l) {
           gdt[t * W + l] = sda[l] + sdu[l] * w.u[t * W + l];
@@ -842,6 +863,7 @@ struct Scan {
       if (g.gD) g.gD[w.b * KD + c] = gD[l];
       if (g.gbias) g.gbias[w.b * KD + c] = gbias[l];
     }
+    stream_fence();  // store_states
   }
 
   // Task t -> (batch, direction, channel block).
