@@ -79,17 +79,17 @@ DIFFMF_NOINLINE void scatter(const acc_t* __restrict src, int64_t stride, const 
 }
 
 // ---- math: branch-free float versions that vectorise; double uses libm ---------------
+// Cephes-style expf: x = k ln 2 + r with ln 2 in two parts (LN2_HI - LN2_LO), |r| <= ln2/2; the Horner
+// coefficients of e^r = 1 + r + r^2 p(r), highest power first (shared with the AVX-512 softplus below).
+constexpr float LN2_HI = 0.693359375f, LN2_LO = 2.12194440e-4f;
+constexpr float EXP_SERIES[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
 inline float exp_approx(float x) {
-  // Cephes-style expf: x = k*ln2 + r, |r| <= ln2/2, degree-6 polynomial, scale by 2^k.
   x = std::min(std::max(x, -87.0f), 88.0f);
   const float kf = std::floor(x * 1.44269504088896341f + 0.5f);
-  const float r = (x - kf * 0.693359375f) + kf * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
+  const float r = (x - kf * LN2_HI) + kf * LN2_LO;
+  float p = EXP_SERIES[0];
+  for (int i = 1; i < 6; ++i) p = p * r + EXP_SERIES[i];
   p = p * r * r + r + 1.0f;
   const int32_t bits = (static_cast<int32_t>(kf) + 127) << 23;
   float scale;
@@ -143,17 +143,15 @@ inline void exp2_lanes<float>(const float* __restrict dt, const float* __restric
 }
 #endif
 
+// log(1 + e) for e in [0, 1] as 2 atanh(s), s = e / (2 + e), |s| <= 1/3: the series' Horner coefficients in s^2
+// (to s^13), highest power first (shared with the AVX-512 softplus below).
+constexpr float ATANH_SERIES[7] = {1.0f / 13.0f, 1.0f / 11.0f, 1.0f / 9.0f, 1.0f / 7.0f, 1.0f / 5.0f, 1.0f / 3.0f,
+                                   1.0f};
 inline float log1p_unit(float e) {
-  // log(1 + e) for e in [0, 1] as 2*atanh(e / (2 + e)); |s| <= 1/3, series to s^13.
   const float s = e / (2.0f + e);
   const float s2 = s * s;
-  float p = 1.0f / 13.0f;
-  p = p * s2 + 1.0f / 11.0f;
-  p = p * s2 + 1.0f / 9.0f;
-  p = p * s2 + 1.0f / 7.0f;
-  p = p * s2 + 1.0f / 5.0f;
-  p = p * s2 + 1.0f / 3.0f;
-  p = p * s2 + 1.0f;
+  float p = ATANH_SERIES[0];
+  for (int i = 1; i < 7; ++i) p = p * s2 + ATANH_SERIES[i];
   return 2.0f * s * p;
 }
 
@@ -185,14 +183,10 @@ inline void softplus_values<float>(const float* __restrict x, float* __restrict 
     const __m512 m = _mm512_sub_ps(zero, _mm512_abs_ps(v));
     const __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(m, _mm512_set1_ps(1.44269504088896341f)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m512 r_hi = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693359375f), m);
-    const __m512 r = _mm512_fmadd_ps(k, _mm512_set1_ps(2.12194440e-4f), r_hi);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    const __m512 r_hi = _mm512_fnmadd_ps(k, _mm512_set1_ps(LN2_HI), m);
+    const __m512 r = _mm512_fmadd_ps(k, _mm512_set1_ps(LN2_LO), r_hi);
+    __m512 p = _mm512_set1_ps(EXP_SERIES[0]);
+    for (int j = 1; j < 6; ++j) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_SERIES[j]));
     p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     const __m512 e = _mm512_scalef_ps(p, k);  // in (0, 1]
     const __m512 d = _mm512_add_ps(e, two);
@@ -200,13 +194,8 @@ inline void softplus_values<float>(const float* __restrict x, float* __restrict 
     const __m512 q = _mm512_mul_ps(q0, _mm512_fnmadd_ps(d, q0, two));  // 1 / (2 + e)
     const __m512 sq = _mm512_mul_ps(e, q);
     const __m512 s2 = _mm512_mul_ps(sq, sq);
-    __m512 a = _mm512_set1_ps(1.0f / 13.0f);
-    a = _mm512_fmadd_ps(a, s2, _mm512_set1_ps(1.0f / 11.0f));
-    a = _mm512_fmadd_ps(a, s2, _mm512_set1_ps(1.0f / 9.0f));
-    a = _mm512_fmadd_ps(a, s2, _mm512_set1_ps(1.0f / 7.0f));
-    a = _mm512_fmadd_ps(a, s2, _mm512_set1_ps(1.0f / 5.0f));
-    a = _mm512_fmadd_ps(a, s2, _mm512_set1_ps(1.0f / 3.0f));
-    a = _mm512_fmadd_ps(a, s2, _mm512_set1_ps(1.0f));
+    __m512 a = _mm512_set1_ps(ATANH_SERIES[0]);
+    for (int j = 1; j < 7; ++j) a = _mm512_fmadd_ps(a, s2, _mm512_set1_ps(ATANH_SERIES[j]));
     const __m512 lp = _mm512_mul_ps(_mm512_add_ps(sq, sq), a);  // log1p(e) = 2 atanh(e / (2 + e))
     const __m512 sp = _mm512_add_ps(_mm512_max_ps(v, zero), lp);
     const __mmask16 big = _mm512_cmp_ps_mask(v, _mm512_set1_ps(20.0f), _CMP_GT_OQ);  // torch's threshold
@@ -655,6 +644,8 @@ struct Scan {
   };
 
   int64_t channel(const Work& w, int64_t l) const { return w.k * p.Dm + w.d0 + l; }
+  // The raster token the task's direction visits at step `step`.
+  int64_t token(const Work& w, int64_t step) const { return p.orders ? p.orders[w.k * p.L + step] : step; }
   // Offset of the task's first channel in a (Bt, KD, L) tensor (delta, y, gy, gu, gdelta), either layout.
   int64_t row0(const Work& w) const { return w.b * KD * p.L + channel(w, 0) * p.lane_stride(); }
   // u's channels (shared by the K directions when orders are given), and where the task's first lane of u sits.
@@ -689,7 +680,7 @@ struct Scan {
   // x = delta + bias, dt, u and dt*u ([t][lane]).
   void load_chunk(Work& w, int64_t s, int64_t T) const {
     const int64_t N = nstate();
-    for (int64_t t = 0; t < T; ++t) w.idx[t] = p.orders ? p.orders[w.k * p.L + s + t] : s + t;
+    for (int64_t t = 0; t < T; ++t) w.idx[t] = token(w, s + t);
     w.run = run_direction(w.idx.data(), T);
     const int64_t* bs = p.bc_stride;
     const in_t* Bp = B_of(w);
@@ -731,7 +722,7 @@ struct Scan {
     const in_t* B0 = B_of(w);
     const in_t* C0 = C_of(w) + (nstate() - 1) * bs[2];  // the last state: B's and C's span ends there
     for (int64_t t = 0; t < T; ++t) {
-      const int64_t i = p.orders ? p.orders[w.k * p.L + s + t] : s + t;
+      const int64_t i = token(w, s + t);
       const void** at = lines + LINES * t;
       at[0] = d0 + i * KD;
       at[1] = u0 + i * uc;
